@@ -1,0 +1,105 @@
+"""The composition root: one place builds everything from the settings.
+
+Nothing connects or reads settings at import time. ``build_runtime`` opens the database,
+upgrades the schema, builds the core and its workers, and closes them in reverse order.
+Adapters (Discord, Slack) are attached by the caller, which registers their executors
+on ``runtime.outbox``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from bot.settings import Settings
+from handlers.clock import Clock, SystemClock
+from handlers.core import Core
+from handlers.flags import FlagPolicy, FlagService
+from handlers.ingest import IngestWriter
+from handlers.judging import DraftMaker, Judge
+from handlers.outbox import Outbox
+from storage.db import Database
+from storage.migrate import upgrade
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    db: Database
+    clock: Clock
+    judge: Judge
+    outbox: Outbox
+    flags: FlagService
+    core: Core
+    writer: IngestWriter
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def settle(self) -> None:
+        """Finish queued writes, drafts and outbox work (tests and the demo wait on this)."""
+        for _ in range(5):
+            await self.writer.flush()
+            await self.flags.wait_drafts()
+            ran = await self.outbox.drain()
+            if ran == 0:
+                break
+
+
+def default_judge(settings: Settings) -> Judge:
+    from handlers.detect import Detector
+
+    return Detector()
+
+
+def policy_from(settings: Settings) -> FlagPolicy:
+    return FlagPolicy(
+        managers=settings.managers,
+        sla_minutes={
+            "high": settings.SLA_HIGH_MIN,
+            "medium": settings.SLA_MEDIUM_MIN,
+            "low": settings.SLA_LOW_MIN,
+        },
+        max_reminders=settings.SLA_MAX_REMINDERS,
+        oncall_group=settings.SLACK_ONCALL_GROUP,
+    )
+
+
+@contextlib.asynccontextmanager
+async def build_runtime(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    judge: Judge | None = None,
+    drafter: DraftMaker | None = None,
+    start_workers: bool = True,
+    card_platform: str = "slack",
+) -> AsyncIterator[Runtime]:
+    """Open everything; with ``start_workers`` the outbox runs in the background."""
+    clock = clock or SystemClock()
+    db = Database(settings.DATABASE_URL)
+    try:
+        await asyncio.to_thread(upgrade, db)
+        judge = judge or default_judge(settings)
+        outbox = Outbox(db, clock, card_platform=card_platform)
+        flags = FlagService(db, clock, outbox, judge, policy_from(settings), drafter)
+        writer = IngestWriter(db)
+        core = Core(db, clock, judge, flags, writer)
+        rt = Runtime(settings, db, clock, judge, outbox, flags, core, writer)
+        await core.start()
+        if start_workers:
+            rt.tasks.append(asyncio.create_task(outbox.run_forever(), name="rapport-outbox"))
+        try:
+            yield rt
+        finally:
+            outbox.stop()
+            for task in rt.tasks:
+                task.cancel()
+            await asyncio.gather(*rt.tasks, return_exceptions=True)
+            await flags.wait_drafts()
+            await core.stop()
+    finally:
+        db.dispose()

@@ -1,0 +1,135 @@
+"""The one settings object, read from the environment and ``.env``.
+
+Each part (Discord, Slack, LLM) is switched on by its keys. A part that is switched on
+with a missing or placeholder secret refuses to start, naming the key, so a typo shows
+at start-up and not at the first member message.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PLACEHOLDERS = frozenset(
+    {"", "changeme", "changethis", "xxx", "todo", "your-token-here", "replace-me", "placeholder"}
+)
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the key and fits on one line."""
+
+
+def _is_placeholder(value: str | None) -> bool:
+    if value is None:
+        return True
+    v = value.strip().lower()
+    return v in PLACEHOLDERS or v.startswith("<") or v.endswith("...") or "your-" in v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True
+    )
+
+    DATABASE_URL: str = "sqlite:///./data/rapport.db"
+
+    DISCORD_TOKEN: str | None = None
+    DISCORD_API_BASE: str = "https://discord.com/api/v10"
+    DISCORD_GATEWAY_URL: str = "wss://gateway.discord.gg/"
+
+    SLACK_BOT_TOKEN: str | None = None
+    SLACK_SIGNING_SECRET: str | None = None
+    SLACK_APP_TOKEN: str | None = None
+    SLACK_API_BASE: str = "https://slack.com/api/"
+    SLACK_FLAGS_CHANNEL: str | None = None
+    SLACK_MANAGERS: str = ""
+    SLACK_ONCALL_GROUP: str | None = None
+
+    RAPPORT_HTTP_HOST: str = "127.0.0.1"
+    RAPPORT_HTTP_PORT: int = Field(default=3000, ge=0, le=65535)
+
+    LLM_BASE_URL: str | None = None
+    LLM_API_KEY: str | None = None
+    LLM_MODEL: str = "gpt-4o-mini"
+    LLM_TIMEOUT_S: float = Field(default=20.0, gt=0)
+    LLM_CONCURRENCY: int = Field(default=4, ge=1)
+    LLM_DAILY_TOKEN_BUDGET: int = Field(default=0, ge=0)
+    LLM_JUDGE: bool = True
+
+    SLA_HIGH_MIN: int = Field(default=15, ge=1)
+    SLA_MEDIUM_MIN: int = Field(default=120, ge=1)
+    SLA_LOW_MIN: int = Field(default=1440, ge=1)
+    SLA_MAX_REMINDERS: int = Field(default=3, ge=0)
+
+    RAPPORT_PROMPTS_DIR: Path = Path("prompts")
+    RAPPORT_KB_DIR: Path = Path("prompts/kb")
+
+    LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator("LOG_LEVEL", mode="before")
+    @classmethod
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
+
+    @field_validator("DATABASE_URL")
+    @classmethod
+    def _db_scheme(cls, v: str) -> str:
+        if not v.startswith(("sqlite", "postgresql")):
+            raise ValueError("must start with sqlite:// or postgresql://")
+        return v
+
+    # -- which parts are on ---------------------------------------------------------
+    @property
+    def discord_enabled(self) -> bool:
+        return self.DISCORD_TOKEN is not None
+
+    @property
+    def slack_enabled(self) -> bool:
+        return self.SLACK_BOT_TOKEN is not None
+
+    @property
+    def slack_socket_mode(self) -> bool:
+        return self.slack_enabled and self.SLACK_APP_TOKEN is not None
+
+    @property
+    def llm_enabled(self) -> bool:
+        return self.LLM_BASE_URL is not None
+
+    @property
+    def managers(self) -> frozenset[str]:
+        return frozenset(m.strip() for m in self.SLACK_MANAGERS.split(",") if m.strip())
+
+    def check(self) -> None:
+        """Refuse a part that is switched on without its secrets."""
+        if self.discord_enabled and _is_placeholder(self.DISCORD_TOKEN):
+            raise SettingsError("DISCORD_TOKEN is empty or a placeholder; set the bot token")
+        if self.slack_enabled:
+            if _is_placeholder(self.SLACK_BOT_TOKEN):
+                raise SettingsError("SLACK_BOT_TOKEN is empty or a placeholder")
+            if not self.slack_socket_mode and _is_placeholder(self.SLACK_SIGNING_SECRET):
+                raise SettingsError(
+                    "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN)"
+                )
+            if self.SLACK_APP_TOKEN is not None and _is_placeholder(self.SLACK_APP_TOKEN):
+                raise SettingsError("SLACK_APP_TOKEN is a placeholder")
+            if not self.SLACK_FLAGS_CHANNEL:
+                raise SettingsError("SLACK_FLAGS_CHANNEL is required when Slack is enabled")
+        if self.llm_enabled and _is_placeholder(self.LLM_API_KEY):
+            raise SettingsError(
+                "LLM_API_KEY is empty or a placeholder (any value for local servers)"
+            )
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read and check settings; raise :class:`SettingsError` with one line on failure."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        raise SettingsError(f"{key}: {err['msg']}") from None
+    settings.check()
+    return settings

@@ -1,0 +1,346 @@
+"""The core: what happens when something happens in a community.
+
+Adapters call :class:`Core` with neutral events; it stores, judges and flags, and
+answers the managers' actions through :class:`~handlers.flags.FlagService`. It knows
+nothing about Discord or Slack.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from sqlalchemy import func, select
+from sqlmodel import Session, col
+
+from handlers.clock import Clock
+from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
+from handlers.flags import FlagService
+from handlers.ingest import IngestWriter
+from handlers.judging import Judge, VerdictLike, community_key
+from handlers.ports import ChannelInfo, FlagCardView, FlagOutcome
+from storage import queries
+from storage.db import Database
+from storage.models import Flag, Member, Message
+from storage.queries import DeleteRow, EditRow, NewMessageRow, ReactionRow
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ManualVerdict:
+    """A manager's hand-raised flag: negative by definition."""
+
+    score: float = 1.0
+    is_negative: bool = True
+    reason: str = "other"
+    severity: str = "medium"
+    rationale: str = "flagged by hand"
+
+
+@dataclass
+class CoreStats:
+    messages: int = 0
+    flagged: int = 0
+    skipped_opted_out: int = 0
+    skipped_unwatched: int = 0
+    by_platform: dict[str, int] = field(default_factory=dict)
+
+
+class Core:
+    def __init__(
+        self,
+        db: Database,
+        clock: Clock,
+        judge: Judge,
+        flags: FlagService,
+        writer: IngestWriter,
+    ) -> None:
+        self._db = db
+        self._clock = clock
+        self._judge = judge
+        self.flags = flags
+        self._writer = writer
+        self._opted_out: set[tuple[str, str, str]] = set()
+        self._unwatched: set[tuple[str, str, str]] = set()
+        self.stats = CoreStats()
+
+    async def start(self) -> None:
+        """Load what the hot path consults from memory, and replay managers' feedback."""
+
+        def load(
+            s: Session,
+        ) -> tuple[
+            set[tuple[str, str, str]], set[tuple[str, str, str]], list[tuple[str, str, bool]]
+        ]:
+            fb = [
+                (community_key(f.platform, f.community_id), f.text, f.is_negative)
+                for f in queries.all_feedback(s)
+            ]
+            return queries.opted_out_members(s), queries.unwatched_channels(s), fb
+
+        self._opted_out, self._unwatched, feedback = await self._db.run(load)
+        for key, text, is_negative in feedback:
+            self._judge.learn(key, text, is_negative)
+        if feedback:
+            logger.info("replayed %d feedback example(s) into the detector", len(feedback))
+        self._writer.start()
+        await self.flags.resume_drafts()
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+
+    # -- CommunityCore ------------------------------------------------------------------
+    async def on_message(self, event: MessageEvent) -> None:
+        if event.author.is_bot and event.kind is not MessageKind.DELETE:
+            return
+        chan_key = (event.platform, event.community_id, event.channel_id)
+        if chan_key in self._unwatched or (
+            event.thread_id is not None
+            and (event.platform, event.community_id, event.thread_id) in self._unwatched
+        ):
+            self.stats.skipped_unwatched += 1
+            return
+        if event.kind is MessageKind.DELETE:
+            await self._writer.submit(
+                DeleteRow(
+                    event.platform,
+                    event.community_id,
+                    event.channel_id,
+                    event.message_id,
+                    event.edited_at or event.created_at,
+                )
+            )
+            return
+        if (event.platform, event.community_id, event.author.id) in self._opted_out:
+            self.stats.skipped_opted_out += 1
+            return
+        verdict = (
+            self._judge.judge(event.text, community_key(event.platform, event.community_id))
+            if event.text
+            else None
+        )
+        if event.kind is MessageKind.EDIT:
+            await self._writer.submit(
+                EditRow(
+                    event.platform,
+                    event.community_id,
+                    event.channel_id,
+                    event.message_id,
+                    event.text,
+                    event.edited_at or self._clock.now(),
+                    event.author.id,
+                    event.author.name,
+                    verdict.score if verdict else None,
+                    verdict.reason if verdict else None,
+                    verdict.severity if verdict else None,
+                )
+            )
+        else:
+            await self._writer.submit(
+                NewMessageRow(
+                    platform=event.platform,
+                    community_id=event.community_id,
+                    channel_id=event.channel_id,
+                    message_id=event.message_id,
+                    thread_id=event.thread_id,
+                    reply_to=event.reply_to,
+                    author_id=event.author.id,
+                    author_name=event.author.name,
+                    text=event.text,
+                    created_at=event.created_at,
+                    score=verdict.score if verdict else None,
+                    reason=verdict.reason if verdict and verdict.is_negative else None,
+                    severity=verdict.severity if verdict and verdict.is_negative else None,
+                    permalink=event.permalink,
+                )
+            )
+            self.stats.messages += 1
+        if verdict is not None and verdict.is_negative:
+            await self._flag(event, verdict)
+
+    async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
+        outcome = await self.flags.raise_flag(
+            event.platform, event.community_id, event.channel_id, event.message_id, verdict
+        )
+        if outcome.ok:
+            self.stats.flagged += 1
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        if (event.platform, event.community_id, event.member_id) in self._opted_out:
+            return
+        await self._writer.submit(
+            ReactionRow(
+                event.platform,
+                event.community_id,
+                event.channel_id,
+                event.message_id,
+                event.member_id,
+                event.emoji,
+                event.added,
+                event.at,
+            )
+        )
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None:
+        now = event.at
+
+        def work(s: Session) -> None:
+            existing = s.scalars(
+                select(Member).where(
+                    col(Member.platform) == event.platform,
+                    col(Member.community_id) == event.community_id,
+                    col(Member.external_id) == event.member.id,
+                )
+            ).first()
+            if existing is None:
+                s.add(
+                    Member(
+                        platform=event.platform,
+                        community_id=event.community_id,
+                        external_id=event.member.id,
+                        display_name=event.member.name,
+                        first_seen=now,
+                        last_seen=now,
+                    )
+                )
+
+        await self._db.run(work)
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None:
+        now = self._clock.now()
+
+        def work(s: Session) -> None:
+            queries.upsert_community(s, platform, community_id, name, now)
+            queries.upsert_channels(
+                s, platform, community_id, [(c.id, c.name, c.is_thread) for c in channels]
+            )
+
+        await self._db.run(work)
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
+        return (platform, community_id, channel_id) not in self._unwatched
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None:
+        await self._writer.flush()
+        return await self._db.run(
+            lambda s: queries.last_message_id(s, platform, community_id, channel_id)
+        )
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome:
+        """A moderator flags a message by hand: a flag, and a "negative" example to learn."""
+        await self._writer.flush()
+        msg = await self._db.run(
+            lambda s: queries.get_message(s, platform, community_id, channel_id, message_id)
+        )
+        if msg is None:
+            return FlagOutcome(
+                False,
+                "Rapport has not stored that message (unwatched channel or opted-out member).",
+            )
+        verdict = (
+            self._judge.judge(msg.text, community_key(platform, community_id)) if msg.text else None
+        )
+        manual = ManualVerdict(
+            score=verdict.score if verdict else 1.0,
+            reason=verdict.reason if verdict and verdict.reason else "other",
+            severity=verdict.severity if verdict and verdict.is_negative else "medium",
+            rationale=f"flagged by hand by {actor}",
+        )
+        outcome = await self.flags.raise_flag(
+            platform, community_id, channel_id, message_id, manual, source="manual", actor=actor
+        )
+        if outcome.ok and msg.text and "Already" not in outcome.message:
+            now = self._clock.now()
+            await self._db.run(
+                lambda s: queries.add_feedback(
+                    s, platform, community_id, msg.text, True, "manual", actor, now
+                )
+            )
+            self._judge.learn(community_key(platform, community_id), msg.text, True)
+        return outcome
+
+    async def status_text(self, platform: str, community_id: str) -> str:
+        def work(s: Session) -> tuple[int, int, int]:
+            msgs = s.execute(
+                select(func.count())
+                .select_from(Message)
+                .where(col(Message.platform) == platform, col(Message.community_id) == community_id)
+            ).scalar_one()
+            open_flags = s.execute(
+                select(func.count())
+                .select_from(Flag)
+                .where(
+                    col(Flag.platform) == platform,
+                    col(Flag.community_id) == community_id,
+                    col(Flag.state).in_(("open", "claimed")),
+                )
+            ).scalar_one()
+            members = s.execute(
+                select(func.count())
+                .select_from(Member)
+                .where(col(Member.platform) == platform, col(Member.community_id) == community_id)
+            ).scalar_one()
+            return int(msgs), int(open_flags), int(members)
+
+        msgs, open_flags, members = await self._db.run(work)
+        unwatched = sum(1 for p, c, _ in self._unwatched if p == platform and c == community_id)
+        watching = "all readable channels" if not unwatched else f"all but {unwatched} channel(s)"
+        return (
+            f"Rapport is listening: {msgs} messages logged from {members} members; "
+            f"{open_flags} open flag(s); watching {watching}."
+        )
+
+    # -- admin ----------------------------------------------------------------------------
+    async def set_watched(
+        self, platform: str, community_id: str, channel_id: str, watched: bool
+    ) -> None:
+        await self._db.run(
+            lambda s: queries.set_channel_watched(s, platform, community_id, channel_id, watched)
+        )
+        key = (platform, community_id, channel_id)
+        if watched:
+            self._unwatched.discard(key)
+        else:
+            self._unwatched.add(key)
+
+    async def set_opt_out(
+        self, platform: str, community_id: str, member_id: str, opted_out: bool
+    ) -> int:
+        """Stop (or resume) storing a member; opting out erases what was stored of them."""
+        key = (platform, community_id, member_id)
+        if opted_out:
+            self._opted_out.add(key)
+        await self._writer.flush()
+        now = self._clock.now()
+        n = await self._db.run(
+            lambda s: queries.set_opt_out(s, platform, community_id, member_id, opted_out, now)
+        )
+        if not opted_out:
+            self._opted_out.discard(key)
+        return n
+
+    # -- FlagWorkflow (the managers' side) ----------------------------------------------------
+    def is_manager(self, user_id: str) -> bool:
+        return self.flags.is_manager(user_id)
+
+    async def claim(self, flag_id: int, actor: str) -> FlagOutcome:
+        return await self.flags.claim(flag_id, actor)
+
+    async def send(self, flag_id: int, actor: str, text: str | None = None) -> FlagOutcome:
+        return await self.flags.send(flag_id, actor, text)
+
+    async def dismiss(self, flag_id: int, actor: str) -> FlagOutcome:
+        return await self.flags.dismiss(flag_id, actor)
+
+    async def resolve(self, flag_id: int, actor: str) -> FlagOutcome:
+        return await self.flags.resolve(flag_id, actor)
+
+    async def card(self, flag_id: int) -> FlagCardView | None:
+        return await self.flags.card(flag_id)

@@ -1,0 +1,131 @@
+"""The seams between the core and the adapters.
+
+Adapters call the core through :class:`CommunityCore` and :class:`FlagWorkflow`; the core
+reaches the platforms only through :class:`ActionExecutor` implementations that adapters
+register. Keeping these as protocols lets each side be tested against the real other side
+or a small in-process stand-in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from handlers.events import Action, ActionResult, MemberJoinEvent, MessageEvent, ReactionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelInfo:
+    id: str
+    name: str
+    is_thread: bool = False
+    parent_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ContextLine:
+    author: str
+    text: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryLine:
+    at: datetime
+    actor: str
+    action: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FlagCardView:
+    """Everything a flag card shows, already decided by the core; adapters only render.
+
+    Text fields hold raw member/LLM text: the renderer must escape them for its platform.
+    """
+
+    flag_id: int
+    state: str  # open | claimed | replied | dismissed | resolved
+    severity: str  # low | medium | high
+    reason: str
+    rationale: str
+    score: float
+    platform: str
+    community_name: str
+    channel_name: str
+    author_name: str
+    author_id: str
+    text: str
+    created_at: datetime
+    permalink: str | None = None
+    context: tuple[ContextLine, ...] = ()
+    draft: str = ""
+    draft_kind: str = "drafting"  # drafting | llm | template | manual
+    draft_warnings: tuple[str, ...] = ()
+    claimed_by: str | None = None
+    history: tuple[HistoryLine, ...] = ()
+    send_error: str | None = None
+    incident_size: int = 1
+    escalation: str = ""
+    message_deleted: bool = False
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class FlagOutcome:
+    """The result of a manager's action on a flag; ``message`` is shown to that manager."""
+
+    ok: bool
+    message: str
+    state: str = ""
+
+
+class CommunityCore(Protocol):
+    """What adapters call when something happens in a community."""
+
+    async def on_message(self, event: MessageEvent) -> None: ...
+
+    async def on_reaction(self, event: ReactionEvent) -> None: ...
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None: ...
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None: ...
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool: ...
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None: ...
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome: ...
+
+    async def status_text(self, platform: str, community_id: str) -> str: ...
+
+
+class FlagWorkflow(Protocol):
+    """What the managers' adapter (Slack) calls when a manager acts on a card."""
+
+    def is_manager(self, user_id: str) -> bool: ...
+
+    async def claim(self, flag_id: int, actor: str) -> FlagOutcome: ...
+
+    async def send(self, flag_id: int, actor: str, text: str | None = None) -> FlagOutcome: ...
+
+    async def dismiss(self, flag_id: int, actor: str) -> FlagOutcome: ...
+
+    async def resolve(self, flag_id: int, actor: str) -> FlagOutcome: ...
+
+    async def card(self, flag_id: int) -> FlagCardView | None: ...
+
+
+class ActionExecutor(Protocol):
+    """Executes the core's actions on one platform. Registered by adapters at start-up."""
+
+    platform: str
+
+    async def execute(self, action: Action) -> ActionResult: ...

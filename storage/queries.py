@@ -1,0 +1,678 @@
+"""Queries. Every function takes the session it works in; the caller owns the transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel, col
+
+from storage.models import (
+    AuditLog,
+    Channel,
+    Community,
+    Feedback,
+    Flag,
+    Member,
+    Message,
+    Outbox,
+    Reaction,
+)
+
+
+def _table(model: type[SQLModel]) -> Table:
+    return model.__table__  # type: ignore[attr-defined, no-any-return]
+
+
+def _insert(session: Session, table: Any) -> Any:
+    """The dialect's INSERT, which knows ON CONFLICT (both SQLite and PostgreSQL do)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+# -- ingestion ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessageRow:
+    platform: str
+    community_id: str
+    channel_id: str
+    message_id: str
+    thread_id: str | None
+    reply_to: str | None
+    author_id: str
+    author_name: str
+    text: str
+    created_at: datetime
+    score: float | None
+    reason: str | None
+    severity: str | None
+    permalink: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EditRow:
+    platform: str
+    community_id: str
+    channel_id: str
+    message_id: str
+    text: str
+    edited_at: datetime
+    author_id: str
+    author_name: str
+    score: float | None
+    reason: str | None
+    severity: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteRow:
+    platform: str
+    community_id: str
+    channel_id: str
+    message_id: str
+    deleted_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReactionRow:
+    platform: str
+    community_id: str
+    channel_id: str
+    message_id: str
+    member_id: str
+    emoji: str
+    added: bool
+    at: datetime
+
+
+IngestOp = NewMessageRow | EditRow | DeleteRow | ReactionRow
+
+_MESSAGE_KEY = ["platform", "community_id", "channel_id", "message_id"]
+
+
+def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> None:
+    """Apply ingestion operations in order, grouping runs of new messages into one INSERT.
+
+    Inserts are ``ON CONFLICT DO NOTHING`` on the message key, so the same message
+    arriving twice (a retry, a backfill, two concurrent writers) is one row.
+    """
+    run: list[NewMessageRow] = []
+    for op in ops:
+        if isinstance(op, NewMessageRow):
+            run.append(op)
+            continue
+        if run:
+            _insert_messages(session, run)
+            run = []
+        if isinstance(op, EditRow):
+            _apply_edit(session, op)
+        elif isinstance(op, DeleteRow):
+            _apply_delete(session, op)
+        else:
+            _apply_reaction(session, op)
+    if run:
+        _insert_messages(session, run)
+
+
+def _insert_messages(session: Session, rows: list[NewMessageRow]) -> None:
+    values = [
+        {
+            "platform": r.platform,
+            "community_id": r.community_id,
+            "channel_id": r.channel_id,
+            "message_id": r.message_id,
+            "thread_id": r.thread_id,
+            "reply_to": r.reply_to,
+            "author_id": r.author_id,
+            "author_name": r.author_name,
+            "text": r.text,
+            "created_at": r.created_at,
+            "score": r.score,
+            "reason": r.reason,
+            "severity": r.severity,
+            "permalink": r.permalink,
+        }
+        for r in rows
+    ]
+    stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+    session.execute(stmt, values)
+    _touch_members(session, rows)
+
+
+def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
+    seen: dict[tuple[str, str, str], list[Any]] = {}
+    for r in rows:
+        key = (r.platform, r.community_id, r.author_id)
+        entry = seen.get(key)
+        if entry is None:
+            seen[key] = [r.author_name, r.created_at, r.created_at, 1]
+        else:
+            entry[0] = r.author_name or entry[0]
+            entry[1] = min(entry[1], r.created_at)
+            entry[2] = max(entry[2], r.created_at)
+            entry[3] += 1
+    values = [
+        {
+            "platform": p,
+            "community_id": c,
+            "external_id": a,
+            "display_name": name,
+            "first_seen": first,
+            "last_seen": last,
+            "message_count": n,
+            "opted_out": False,
+        }
+        for (p, c, a), (name, first, last, n) in sorted(seen.items())
+    ]
+    ins = _insert(session, Member)
+    stmt = ins.on_conflict_do_update(
+        index_elements=["platform", "community_id", "external_id"],
+        set_={
+            "display_name": ins.excluded.display_name,
+            "last_seen": func.max(_table(Member).c.last_seen, ins.excluded.last_seen)
+            if session.get_bind().dialect.name == "sqlite"
+            else func.greatest(_table(Member).c.last_seen, ins.excluded.last_seen),
+            "message_count": _table(Member).c.message_count + ins.excluded.message_count,
+        },
+    )
+    session.execute(stmt, values)
+
+
+def _message_where(platform: str, community_id: str, channel_id: str, message_id: str) -> Any:
+    return and_(
+        col(Message.platform) == platform,
+        col(Message.community_id) == community_id,
+        col(Message.channel_id) == channel_id,
+        col(Message.message_id) == message_id,
+    )
+
+
+def _apply_edit(session: Session, op: EditRow) -> None:
+    where = _message_where(op.platform, op.community_id, op.channel_id, op.message_id)
+    result = session.execute(
+        update(Message)
+        .where(where, col(Message.deleted_at).is_(None))
+        .values(
+            text=op.text,
+            edited_at=op.edited_at,
+            score=op.score,
+            reason=op.reason,
+            severity=op.severity,
+        )
+    )
+    if getattr(result, "rowcount", 0):
+        return
+    # An edit for a message we never saw: keep it as a message first seen at edit time.
+    stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+    session.execute(
+        stmt,
+        [
+            {
+                "platform": op.platform,
+                "community_id": op.community_id,
+                "channel_id": op.channel_id,
+                "message_id": op.message_id,
+                "author_id": op.author_id,
+                "author_name": op.author_name,
+                "text": op.text,
+                "created_at": op.edited_at,
+                "edited_at": op.edited_at,
+                "score": op.score,
+                "reason": op.reason,
+                "severity": op.severity,
+            }
+        ],
+    )
+
+
+def _apply_delete(session: Session, op: DeleteRow) -> None:
+    """Erase the text (and any flag/draft text derived from it); keep id and time."""
+    where = _message_where(op.platform, op.community_id, op.channel_id, op.message_id)
+    result = session.execute(update(Message).where(where).values(text="", deleted_at=op.deleted_at))
+    if not getattr(result, "rowcount", 0):
+        # A delete for a message we never saw: a tombstone, so a late create stays erased.
+        stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+        session.execute(
+            stmt,
+            [
+                {
+                    "platform": op.platform,
+                    "community_id": op.community_id,
+                    "channel_id": op.channel_id,
+                    "message_id": op.message_id,
+                    "author_id": "",
+                    "author_name": "",
+                    "text": "",
+                    "created_at": op.deleted_at,
+                    "deleted_at": op.deleted_at,
+                }
+            ],
+        )
+    session.execute(
+        update(Flag)
+        .where(
+            col(Flag.platform) == op.platform,
+            col(Flag.community_id) == op.community_id,
+            col(Flag.channel_id) == op.channel_id,
+            col(Flag.message_id) == op.message_id,
+        )
+        .values(quoted_text="", draft="", draft_warnings=[])
+    )
+
+
+def _apply_reaction(session: Session, op: ReactionRow) -> None:
+    if op.added:
+        stmt = _insert(session, Reaction).on_conflict_do_nothing(
+            index_elements=["platform", "community_id", "message_id", "member_id", "emoji"]
+        )
+        session.execute(
+            stmt,
+            [
+                {
+                    "platform": op.platform,
+                    "community_id": op.community_id,
+                    "channel_id": op.channel_id,
+                    "message_id": op.message_id,
+                    "member_id": op.member_id,
+                    "emoji": op.emoji,
+                    "at": op.at,
+                }
+            ],
+        )
+    else:
+        session.execute(
+            _table(Reaction)
+            .delete()
+            .where(
+                _table(Reaction).c.platform == op.platform,
+                _table(Reaction).c.community_id == op.community_id,
+                _table(Reaction).c.message_id == op.message_id,
+                _table(Reaction).c.member_id == op.member_id,
+                _table(Reaction).c.emoji == op.emoji,
+            )
+        )
+
+
+def get_message(
+    session: Session, platform: str, community_id: str, channel_id: str, message_id: str
+) -> Message | None:
+    return session.scalars(
+        select(Message).where(_message_where(platform, community_id, channel_id, message_id))
+    ).first()
+
+
+def find_message(
+    session: Session, platform: str, community_id: str, message_id: str
+) -> Message | None:
+    """A message by its platform id when the channel is not known (reactions on Slack)."""
+    return session.scalars(
+        select(Message).where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.message_id) == message_id,
+        )
+    ).first()
+
+
+def last_message_id(
+    session: Session, platform: str, community_id: str, channel_id: str
+) -> str | None:
+    """The newest stored message in a channel (by creation time), for backfill after a gap."""
+    row = session.execute(
+        select(col(Message.message_id))
+        .where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.channel_id) == channel_id,
+            col(Message.deleted_at).is_(None),
+        )
+        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
+        .limit(1)
+    ).first()
+    return str(row[0]) if row is not None else None
+
+
+def thread_messages(
+    session: Session,
+    platform: str,
+    community_id: str,
+    channel_id: str,
+    thread_id: str | None,
+    around_message_id: str,
+    limit: int = 6,
+) -> list[Message]:
+    """A few messages of the flagged message's thread (or channel), oldest first."""
+    conds = [
+        col(Message.platform) == platform,
+        col(Message.community_id) == community_id,
+        col(Message.deleted_at).is_(None),
+    ]
+    if thread_id:
+        conds.append(or_(col(Message.thread_id) == thread_id, col(Message.message_id) == thread_id))
+    else:
+        conds.append(col(Message.channel_id) == channel_id)
+    rows = session.scalars(
+        select(Message).where(*conds).order_by(col(Message.created_at).desc()).limit(limit + 1)
+    ).all()
+    return [m for m in reversed(rows) if m.message_id != around_message_id][-limit:]
+
+
+# -- communities, channels, members --------------------------------------------------------
+
+
+def upsert_community(
+    session: Session, platform: str, external_id: str, name: str, now: datetime
+) -> Community:
+    existing = session.scalars(
+        select(Community).where(
+            col(Community.platform) == platform, col(Community.external_id) == external_id
+        )
+    ).first()
+    if existing is not None:
+        community = existing
+        if name and community.name != name:
+            community.name = name
+            session.add(community)
+        return community
+    stmt = _insert(session, Community).on_conflict_do_nothing(
+        index_elements=["platform", "external_id"]
+    )
+    session.execute(
+        stmt,
+        [
+            {
+                "platform": platform,
+                "external_id": external_id,
+                "name": name,
+                "settings": {},
+                "created_at": now,
+            }
+        ],
+    )
+    got = session.scalars(
+        select(Community).where(
+            col(Community.platform) == platform, col(Community.external_id) == external_id
+        )
+    ).first()
+    assert got is not None
+    return got
+
+
+def upsert_channels(
+    session: Session, platform: str, community_id: str, channels: Iterable[tuple[str, str, bool]]
+) -> None:
+    values = [
+        {
+            "platform": platform,
+            "community_id": community_id,
+            "external_id": cid,
+            "name": name,
+            "watched": True,
+            "is_thread": is_thread,
+        }
+        for cid, name, is_thread in channels
+    ]
+    if not values:
+        return
+    ins = _insert(session, Channel)
+    session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["platform", "community_id", "external_id"],
+            set_={"name": ins.excluded.name},
+        ),
+        values,
+    )
+
+
+def unwatched_channels(session: Session) -> set[tuple[str, str, str]]:
+    rows = session.execute(
+        select(col(Channel.platform), col(Channel.community_id), col(Channel.external_id)).where(
+            col(Channel.watched).is_(False)
+        )
+    ).all()
+    return {(str(p), str(c), str(e)) for p, c, e in rows}
+
+
+def set_channel_watched(
+    session: Session, platform: str, community_id: str, channel_id: str, watched: bool
+) -> None:
+    ins = _insert(session, Channel)
+    session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["platform", "community_id", "external_id"],
+            set_={"watched": watched},
+        ),
+        [
+            {
+                "platform": platform,
+                "community_id": community_id,
+                "external_id": channel_id,
+                "name": "",
+                "watched": watched,
+                "is_thread": False,
+            }
+        ],
+    )
+
+
+def opted_out_members(session: Session) -> set[tuple[str, str, str]]:
+    rows = session.execute(
+        select(col(Member.platform), col(Member.community_id), col(Member.external_id)).where(
+            col(Member.opted_out).is_(True)
+        )
+    ).all()
+    return {(str(p), str(c), str(e)) for p, c, e in rows}
+
+
+def set_opt_out(
+    session: Session,
+    platform: str,
+    community_id: str,
+    member_id: str,
+    opted_out: bool,
+    now: datetime,
+) -> int:
+    """Mark a member opted out (or back in); opting out erases what was stored of them."""
+    ins = _insert(session, Member)
+    session.execute(
+        ins.on_conflict_do_update(
+            index_elements=["platform", "community_id", "external_id"],
+            set_={"opted_out": opted_out},
+        ),
+        [
+            {
+                "platform": platform,
+                "community_id": community_id,
+                "external_id": member_id,
+                "display_name": "",
+                "first_seen": now,
+                "last_seen": now,
+                "message_count": 0,
+                "opted_out": opted_out,
+            }
+        ],
+    )
+    if not opted_out:
+        return 0
+    erased = session.execute(
+        update(Message)
+        .where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.author_id) == member_id,
+        )
+        .values(text="", author_name="")
+    )
+    session.execute(
+        update(Flag)
+        .where(
+            col(Flag.platform) == platform,
+            col(Flag.community_id) == community_id,
+            col(Flag.author_id) == member_id,
+        )
+        .values(quoted_text="", draft="", author_name="")
+    )
+    return int(getattr(erased, "rowcount", 0) or 0)
+
+
+def member_activity(
+    session: Session, platform: str, community_id: str, member_ids: Sequence[str]
+) -> dict[str, int]:
+    if not member_ids:
+        return {}
+    rows = session.execute(
+        select(col(Member.external_id), col(Member.message_count)).where(
+            col(Member.platform) == platform,
+            col(Member.community_id) == community_id,
+            col(Member.external_id).in_(list(member_ids)),
+        )
+    ).all()
+    return {str(m): int(n) for m, n in rows}
+
+
+# -- feedback and audit --------------------------------------------------------------------
+
+
+def add_feedback(
+    session: Session,
+    platform: str,
+    community_id: str,
+    text: str,
+    is_negative: bool,
+    source: str,
+    actor: str,
+    now: datetime,
+    flag_id: int | None = None,
+) -> None:
+    session.add(
+        Feedback(
+            platform=platform,
+            community_id=community_id,
+            text=text,
+            is_negative=is_negative,
+            source=source,
+            actor=actor,
+            created_at=now,
+            flag_id=flag_id,
+        )
+    )
+
+
+def all_feedback(session: Session) -> list[Feedback]:
+    return list(session.scalars(select(Feedback).order_by(col(Feedback.id))))
+
+
+def audit(
+    session: Session, now: datetime, actor: str, action: str, flag_id: int | None, detail: str = ""
+) -> None:
+    session.add(AuditLog(at=now, actor=actor, action=action, flag_id=flag_id, detail=detail[:400]))
+
+
+# -- outbox ------------------------------------------------------------------------------
+
+
+def enqueue(
+    session: Session,
+    kind: str,
+    payload: dict[str, Any],
+    dedupe_key: str,
+    now: datetime,
+    platform: str = "",
+    due_at: datetime | None = None,
+) -> bool:
+    """Add work unless work with the same key exists; True when it was added."""
+    stmt = _insert(session, Outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    result = session.execute(
+        stmt,
+        [
+            {
+                "kind": kind,
+                "platform": platform,
+                "payload": payload,
+                "dedupe_key": dedupe_key,
+                "state": "pending",
+                "attempts": 0,
+                "due_at": due_at or now,
+                "created_at": now,
+                "result": {},
+            }
+        ],
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+def claim_due(
+    session: Session, now: datetime, limit: int, exclude: Sequence[int] = ()
+) -> list[Outbox]:
+    """Claim due work. PostgreSQL skips rows another replica holds (FOR UPDATE SKIP LOCKED)."""
+    query = (
+        select(Outbox)
+        .where(col(Outbox.state) == "pending", col(Outbox.due_at) <= now)
+        .order_by(col(Outbox.id))
+        .limit(limit)
+    )
+    if exclude:
+        query = query.where(col(Outbox.id).not_in(list(exclude)))
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    items = list(session.scalars(query))
+    for item in items:
+        item.state = "running"
+        item.attempts += 1
+        session.add(item)
+    return items
+
+
+def finish(session: Session, item_id: int, now: datetime, result: dict[str, Any]) -> None:
+    session.execute(
+        update(Outbox)
+        .where(col(Outbox.id) == item_id)
+        .values(state="done", done_at=now, result=result)
+    )
+
+
+def retry_later(session: Session, item_id: int, due_at: datetime, error: str) -> None:
+    session.execute(
+        update(Outbox)
+        .where(col(Outbox.id) == item_id)
+        .values(state="pending", due_at=due_at, last_error=error[:400])
+    )
+
+
+def fail(session: Session, item_id: int, now: datetime, error: str) -> None:
+    session.execute(
+        update(Outbox)
+        .where(col(Outbox.id) == item_id)
+        .values(state="failed", done_at=now, last_error=error[:400])
+    )
+
+
+def recover_running(session: Session) -> int:
+    """Work that was running when the process died goes back to pending."""
+    result = session.execute(
+        update(Outbox).where(col(Outbox.state) == "running").values(state="pending")
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+def next_due(session: Session) -> datetime | None:
+    row = session.execute(
+        select(func.min(col(Outbox.due_at))).where(col(Outbox.state) == "pending")
+    ).first()
+    return row[0] if row else None
+
+
+def pending_count(session: Session) -> int:
+    row = session.execute(
+        select(func.count())
+        .select_from(Outbox)
+        .where(col(Outbox.state).in_(["pending", "running"]))
+    ).first()
+    return int(row[0]) if row else 0

@@ -1,0 +1,112 @@
+"""Ingestion: idempotent, edits, deletes, opt-outs, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+from sqlalchemy import func, select
+
+from bot.app import build_runtime
+from bot.settings import Settings
+from handlers.clock import ManualClock
+from handlers.events import MessageKind
+from storage.models import Flag, Member, Message
+from tests.core_helpers import KeywordJudge, RecordingExecutor, message
+
+
+def _settings(url: str) -> Settings:
+    return Settings(DATABASE_URL=url, SLACK_MANAGERS="M1", _env_file=None)  # type: ignore[call-arg]
+
+
+async def _count(rt, model) -> int:  # type: ignore[no-untyped-def]
+    return await rt.db.run(
+        lambda s: s.execute(select(func.count()).select_from(model)).scalar_one()
+    )
+
+
+async def test_same_message_many_times_concurrently_is_one_row(db_url: str) -> None:
+    clock = ManualClock()
+    async with (
+        build_runtime(
+            _settings(db_url), clock=clock, judge=KeywordJudge(), start_workers=False
+        ) as rt1,
+        build_runtime(
+            _settings(db_url), clock=clock, judge=KeywordJudge(), start_workers=False
+        ) as rt2,
+    ):
+        rng = random.Random(7)
+        events = [message(f"hello number {i}", f"m{i}") for i in range(40)]
+        deliveries = [e for e in events for _ in range(rng.randint(1, 4))]
+        rng.shuffle(deliveries)
+        cores = [rt1.core, rt2.core]
+        await asyncio.gather(*(cores[i % 2].on_message(e) for i, e in enumerate(deliveries)))
+        assert await _count(rt1, Message) == 40
+        members = await rt1.db.run(lambda s: s.scalars(select(Member)).all())
+        assert len(members) == 1
+
+
+async def test_edit_updates_and_delete_erases_text_and_flag(db_url: str) -> None:
+    clock = ManualClock()
+    async with build_runtime(
+        _settings(db_url), clock=clock, judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        rt.outbox.register(RecordingExecutor("slack"))
+        await rt.core.on_message(message("my order arrived broken", "m1"))
+        await rt.core.on_message(
+            replace(
+                message("my order arrived broken, want a refund", "m1"),
+                kind=MessageKind.EDIT,
+                edited_at=clock.advance(minutes=1),
+            )
+        )
+        await rt.settle()
+        row = await rt.db.run(lambda s: s.scalars(select(Message)).one())
+        assert row.text == "my order arrived broken, want a refund"
+        assert row.edited_at is not None
+        flag = await rt.db.run(lambda s: s.scalars(select(Flag)).one())
+        assert "broken" in flag.quoted_text
+
+        await rt.core.on_message(replace(message("", "m1"), kind=MessageKind.DELETE))
+        await rt.settle()
+        row = await rt.db.run(lambda s: s.scalars(select(Message)).one())
+        assert row.text == "" and row.deleted_at is not None and row.message_id == "m1"
+        flag = await rt.db.run(lambda s: s.scalars(select(Flag)).one())
+        assert flag.quoted_text == "" and flag.draft == ""
+
+
+async def test_edit_and_delete_for_unseen_messages(db_url: str) -> None:
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(replace(message("edited text", "x1"), kind=MessageKind.EDIT))
+        await rt.core.on_message(replace(message("", "x2"), kind=MessageKind.DELETE))
+        # The create that arrives after its delete must not bring the text back.
+        await rt.core.on_message(message("secret that was deleted", "x2"))
+        rows = {
+            m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
+        }
+        assert rows["x1"].text == "edited text" and rows["x1"].edited_at is not None
+        assert rows["x2"].text == "" and rows["x2"].deleted_at is not None
+
+
+async def test_opted_out_member_is_not_stored_and_opt_out_erases(db_url: str) -> None:
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(message("before opting out", "a1", author="u9"))
+        await rt.core.set_opt_out("discord", "g1", "u9", True)
+        await rt.core.on_message(message("after opting out", "a2", author="u9"))
+        await rt.core.on_message(message("someone else", "a3", author="u2"))
+        rows = {
+            m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
+        }
+        assert set(rows) == {"a1", "a3"}
+        assert rows["a1"].text == ""
+    # The opt-out survives a restart.
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(message("still opted out", "a4", author="u9"))
+        assert await _count(rt, Message) == 2
