@@ -23,6 +23,7 @@ class Community(SQLModel, table=True):
     settings: dict[str, object] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
+    timezone: str = Field(default="UTC", max_length=64)
     created_at: datetime
 
 
@@ -189,6 +190,7 @@ class Feedback(SQLModel, table=True):
 
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_at", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     at: datetime

@@ -1,0 +1,49 @@
+"""The bot's HTTP server: ``/healthz`` always, ``/slack/events`` when Slack runs in HTTP mode."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from aiohttp import web
+from sqlalchemy import text
+
+from bot.app import Runtime
+
+logger = logging.getLogger(__name__)
+
+PartsProbe = Callable[[], dict[str, str]]
+
+
+def make_web_app(rt: Runtime, parts: PartsProbe) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        try:
+            await asyncio.wait_for(rt.db.run(lambda s: s.execute(text("SELECT 1")).scalar_one()), 5)
+            db_state = "ok"
+        except Exception as exc:
+            logger.warning("health check: database unavailable: %s", exc)
+            db_state = "unavailable"
+        body = {
+            "status": "ok" if db_state == "ok" else "degraded",
+            "database": db_state,
+            "parts": parts(),
+        }
+        return web.json_response(body, status=200 if db_state == "ok" else 503)
+
+    web_app = web.Application()
+    web_app.router.add_get("/healthz", healthz)
+    return web_app
+
+
+async def start_site(web_app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving; returns the runner and the port actually bound (port 0 picks one)."""
+    runner = web.AppRunner(web_app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    bound = port
+    if server is not None and getattr(server, "sockets", None):
+        bound = server.sockets[0].getsockname()[1]
+    return runner, bound

@@ -1,0 +1,77 @@
+"""``rapport run``: the live bot, with whatever parts the settings enable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from bot.app import Runtime, build_runtime
+from bot.http import make_web_app, start_site
+from bot.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def start_scheduler(rt: Runtime, *, sla_every_s: int = 30) -> AsyncIOScheduler:
+    """Periodic jobs read their work from the database, so a restart loses nothing."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    scheduler.add_job(
+        rt.flags.check_sla,
+        "interval",
+        seconds=sla_every_s,
+        id="sla",
+        max_instances=1,
+        coalesce=True,
+    )
+    scheduler.start()
+    return scheduler
+
+
+async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+    async with build_runtime(settings) as rt:
+        parts: dict[str, str] = {"core": "running"}
+        web_app = make_web_app(rt, lambda: dict(parts))
+        closers = await attach_adapters(rt, settings, web_app, parts)
+        runner, port = await start_site(
+            web_app, settings.RAPPORT_HTTP_HOST, settings.RAPPORT_HTTP_PORT
+        )
+        scheduler = start_scheduler(rt)
+        logger.info(
+            "rapport is running on http://%s:%d (parts: %s)",
+            settings.RAPPORT_HTTP_HOST,
+            port,
+            ", ".join(parts),
+        )
+        try:
+            await stop.wait()
+        finally:
+            logger.info("shutting down")
+            scheduler.shutdown(wait=False)
+            for close in reversed(closers):
+                with contextlib.suppress(Exception):
+                    await close()
+            await runner.cleanup()
+
+
+async def attach_adapters(
+    rt: Runtime, settings: Settings, web_app: object, parts: dict[str, str]
+) -> list:  # type: ignore[type-arg]
+    """Start the platform adapters the settings enable; returns their closers."""
+    closers: list = []  # type: ignore[type-arg]
+    if settings.discord_enabled:
+        parts["discord"] = "not available in this build"
+    if settings.slack_enabled:
+        parts["slack"] = "not available in this build"
+    if settings.llm_enabled:
+        parts["llm"] = "configured"
+    return closers

@@ -1,0 +1,245 @@
+"""The flag workflow end to end through the core, the outbox and the database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import replace
+
+from sqlalchemy import select
+
+from bot.app import Runtime, build_runtime
+from bot.settings import Settings
+from handlers.clock import ManualClock
+from handlers.events import (
+    MessageKind,
+    PostCardThreadReply,
+    PostFlagCard,
+    ReplyInThread,
+    UpdateFlagCard,
+)
+from handlers.judging import DraftJob, DraftResult
+from storage.models import AuditLog, Feedback, Flag, Outbox
+from tests.core_helpers import KeywordJudge, RecordingExecutor, message
+
+
+class EchoDrafter:
+    """Drafts a fixed reply, recording what it was asked."""
+
+    def __init__(self) -> None:
+        self.jobs: list[DraftJob] = []
+
+    async def make(self, job: DraftJob) -> DraftResult:
+        self.jobs.append(job)
+        return DraftResult(f"Sorry about that, {job.member_name}. We're on it.", "template")
+
+
+@asynccontextmanager
+async def runtime(
+    url: str, clock: ManualClock, judge: KeywordJudge | None = None
+) -> AsyncIterator[tuple[Runtime, RecordingExecutor, RecordingExecutor]]:
+    settings = Settings(DATABASE_URL=url, SLACK_MANAGERS="M1,M2", _env_file=None)  # type: ignore[call-arg]
+    async with build_runtime(
+        settings,
+        clock=clock,
+        judge=judge or KeywordJudge(),
+        drafter=EchoDrafter(),
+        start_workers=False,
+    ) as rt:
+        slack, discord = RecordingExecutor("slack"), RecordingExecutor("discord")
+        rt.outbox.register(slack)
+        rt.outbox.register(discord)
+        yield rt, slack, discord
+
+
+async def _flag(rt: Runtime) -> Flag:
+    return await rt.db.run(lambda s: s.scalars(select(Flag)).one())
+
+
+async def test_a_complaint_gets_one_card_then_a_draft(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("the app is broken again", "m1"))
+        await rt.core.on_message(message("the app is broken again", "m1"))  # redelivered
+        await rt.core.on_message(message("lovely weather", "m2"))
+        await rt.settle()
+        posts = [a for a in slack.done if isinstance(a, PostFlagCard)]
+        assert len(posts) == 1
+        flag = await _flag(rt)
+        assert flag.card_ts is not None and flag.draft.startswith("Sorry about that")
+        assert any(isinstance(a, UpdateFlagCard) for a in slack.done)
+        card = await rt.core.card(flag.id or 0)
+        assert (
+            card is not None
+            and card.draft_kind == "template"
+            and card.extra["card_ts"] == flag.card_ts
+        )
+
+
+async def test_claim_send_once_resolve(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, discord):
+        await rt.core.on_message(message("want a refund now", "m1", thread="t1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+
+        refused = await rt.core.claim(flag_id, "U_RANDOM")
+        assert not refused.ok and "managers" in refused.message
+        assert (await _flag(rt)).state == "open"
+
+        assert (await rt.core.claim(flag_id, "M1")).ok
+        other = await rt.core.claim(flag_id, "M2")
+        assert not other.ok and "Already claimed" in other.message
+
+        clock.advance(minutes=4)
+        results = await asyncio.gather(rt.core.send(flag_id, "M1"), rt.core.send(flag_id, "M2"))
+        assert sorted(r.ok for r in results) == [False, True]
+        await rt.settle()
+        replies = [a for a in discord.done if isinstance(a, ReplyInThread)]
+        assert len(replies) == 1
+        assert replies[0].target.reply_to == "m1" and replies[0].target.thread_id == "t1"
+        flag = await _flag(rt)
+        assert flag.state == "replied" and flag.first_response_at == clock.now()
+        again = await rt.core.send(flag_id, "M1")
+        assert not again.ok
+
+        assert (await rt.core.resolve(flag_id, "M2")).ok
+        assert (await _flag(rt)).state == "resolved"
+        actions = await rt.db.run(lambda s: [a.action for a in s.scalars(select(AuditLog))])
+        assert actions[:1] == ["flagged"] and {"claimed", "send", "replied", "resolved"} <= set(
+            actions
+        )
+
+
+async def test_edited_send_and_failed_send_can_be_retried(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, discord):
+        await rt.core.on_message(message("this is broken", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        discord.refuse_with = "Unknown Message (the member deleted it?)"
+        assert (await rt.core.send(flag_id, "M1", text="Edited answer")).ok
+        await rt.settle()
+        flag = await _flag(rt)
+        assert flag.state == "open" and flag.send_error and "Unknown Message" in flag.send_error
+        card = await rt.core.card(flag_id)
+        assert card is not None and card.send_error and card.draft == "Edited answer"
+
+        discord.refuse_with = None
+        assert (await rt.core.send(flag_id, "M1")).ok
+        await rt.settle()
+        assert [a.text for a in discord.done if isinstance(a, ReplyInThread)] == ["Edited answer"]
+        assert (await _flag(rt)).state == "replied"
+
+
+async def test_dismiss_teaches_the_detector(db_url: str) -> None:
+    clock = ManualClock()
+    judge = KeywordJudge()
+    async with runtime(db_url, clock, judge) as (rt, slack, _):
+        await rt.core.on_message(message("refund policy question", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        assert (await rt.core.dismiss(flag_id, "M1")).ok
+        await rt.core.on_message(message("refund policy question", "m2"))
+        await rt.settle()
+        flags = await rt.db.run(lambda s: s.scalars(select(Flag)).all())
+        assert len(flags) == 1 and flags[0].state == "dismissed"
+        fb = await rt.db.run(lambda s: s.scalars(select(Feedback)).one())
+        assert fb.is_negative is False and fb.source == "dismiss"
+    # Feedback is persisted: a fresh detector learns it again on start.
+    async with runtime(db_url, clock, KeywordJudge()) as (rt, slack, _):
+        await rt.core.on_message(message("refund policy question", "m3"))
+        await rt.settle()
+        assert len(await rt.db.run(lambda s: s.scalars(select(Flag)).all())) == 1
+
+
+async def test_manual_flag_is_positive_feedback(db_url: str) -> None:
+    clock = ManualClock()
+    judge = KeywordJudge()
+    async with runtime(db_url, clock, judge) as (rt, slack, _):
+        await rt.core.on_message(message("the queue ate my order", "m1"))
+        out = await rt.core.manual_flag("discord", "g1", "c1", "m1", "MOD1")
+        assert out.ok
+        await rt.settle()
+        flag = await _flag(rt)
+        assert flag.source == "manual"
+        assert judge.judge("the queue ate my order", "discord:g1").is_negative
+        missing = await rt.core.manual_flag("discord", "g1", "c1", "nope", "MOD1")
+        assert not missing.ok
+
+
+async def test_sla_reminder_once_bounded_and_after_restart(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("lawsuit incoming, this is dangerous", "m1"))
+        await rt.settle()
+        assert (await _flag(rt)).severity == "high"
+        clock.advance(minutes=14)
+        assert await rt.flags.check_sla() == 0
+        clock.advance(minutes=2)
+        assert await rt.flags.check_sla() == 1
+        assert await rt.flags.check_sla() == 0  # not twice for the same deadline
+        await rt.settle()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        assert await rt.flags.check_sla() == 0  # a restart does not repeat it
+        for _ in range(5):
+            clock.advance(minutes=16)
+            await rt.flags.check_sla()
+        await rt.settle()
+        reminders = [a for a in slack.done if isinstance(a, PostCardThreadReply)]
+        assert len(reminders) == 2  # 3 in all, the first one before the restart
+    rows = await _outbox_reminders(db_url, clock)
+    assert rows == 3
+
+
+async def _outbox_reminders(url: str, clock: ManualClock) -> int:
+    async with runtime(url, clock) as (rt, _, _):
+        return await rt.db.run(
+            lambda s: len(
+                [o for o in s.scalars(select(Outbox)) if o.dedupe_key.startswith("remind:")]
+            )
+        )
+
+
+async def test_claiming_stops_reminders(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _, _):
+        await rt.core.on_message(message("broken", "m1"))
+        await rt.settle()
+        await rt.core.claim((await _flag(rt)).id or 0, "M1")
+        clock.advance(hours=10)
+        assert await rt.flags.check_sla() == 0
+
+
+async def test_work_interrupted_by_a_crash_is_done_once_after_restart(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("broken", "m1"))
+        await rt.writer.flush()
+        await rt.flags.wait_drafts()
+        # Simulate a crash in the middle: the card was claimed for posting, never posted.
+        from storage import queries
+
+        claimed = await rt.db.run(lambda s: queries.claim_due(s, clock.now(), 10))
+        assert [c.kind for c in claimed] and not slack.done
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.outbox.recover()
+        await rt.settle()
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
+        await rt.outbox.recover()
+        await rt.settle()
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
+
+
+async def test_deleted_message_cannot_be_answered(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, discord):
+        await rt.core.on_message(message("refund please", "m1"))
+        await rt.settle()
+        await rt.core.on_message(replace(message("", "m1"), kind=MessageKind.DELETE))
+        await rt.settle()
+        out = await rt.core.send((await _flag(rt)).id or 0, "M1", text="hello")
+        assert not out.ok and "deleted" in out.message
+        card = await rt.core.card((await _flag(rt)).id or 0)
+        assert card is not None and card.message_deleted and card.text == ""
