@@ -12,6 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from bot.app import Runtime, build_runtime
 from bot.http import make_web_app, start_site
 from bot.settings import Settings
+from storage.leader import LeaderLock
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +46,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         runner, port = await start_site(
             web_app, settings.RAPPORT_HTTP_HOST, settings.RAPPORT_HTTP_PORT
         )
-        scheduler = start_scheduler(rt)
+        leader = LeaderLock(rt.db)
+        scheduler = start_scheduler(rt, leader)
         logger.info(
             "rapport is running on http://%s:%d (parts: %s)",
             settings.RAPPORT_HTTP_HOST,
@@ -57,6 +59,7 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
         finally:
             logger.info("shutting down")
             scheduler.shutdown(wait=False)
+            leader.release()
             for close in reversed(closers):
                 with contextlib.suppress(Exception):
                     await close()

@@ -80,3 +80,11 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
     assert "0002" in proc.stdout
     proc = _rapport(["db", "current"], {"DATABASE_URL": url}, tmp_path)
     assert proc.stdout.strip() == "0002"
+
+
+def test_env_example_lists_every_setting() -> None:
+    text = (Path(__file__).parent.parent / ".env.example").read_text()
+    keys = {
+        line.split("=", 1)[0] for line in text.splitlines() if line and not line.startswith("#")
+    }
+    assert keys == set(Settings.model_fields)

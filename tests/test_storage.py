@@ -148,3 +148,49 @@ def test_many_concurrent_writers_never_see_database_is_locked(tmp_path: Path) ->
     assert errors == []
     assert _counts(db)[2] == 8 * 40
     db.dispose()
+
+
+def test_only_one_scheduler_leader(db_url: str) -> None:
+    from storage.leader import LeaderLock
+
+    a_db, b_db = Database(db_url), Database(db_url)
+    a, b = LeaderLock(a_db), LeaderLock(b_db)
+    try:
+        assert a.try_acquire()
+        if a_db.sqlite:
+            return  # one process per SQLite file: always the leader
+        assert not b.try_acquire()
+        a.release()
+        assert b.try_acquire()
+        assert not a.try_acquire()
+    finally:
+        a.release()
+        b.release()
+        a_db.dispose()
+        b_db.dispose()
+
+
+def test_outbox_claims_skip_rows_held_by_another_replica(db_url: str) -> None:
+    """PostgreSQL: two replicas claiming at once never get the same work."""
+    db = Database(db_url)
+    upgrade(db)
+    try:
+
+        def seed(s: Session) -> None:
+            for i in range(20):
+                queries.enqueue(s, "action", {"type": "UpdateFlagCard", "flag_id": i}, f"k{i}", NOW)
+
+        db.call(seed)
+        if db.sqlite:
+            first = db.call(lambda s: queries.claim_due(s, NOW, 10))
+            second = db.call(lambda s: queries.claim_due(s, NOW, 10))
+        else:
+            with db.session() as s1, db.session() as s2:
+                first = queries.claim_due(s1, NOW, 10)  # holds its row locks, uncommitted
+                second = queries.claim_due(s2, NOW, 10)
+                s1.commit()
+                s2.commit()
+        ids1, ids2 = {o.id for o in first}, {o.id for o in second}
+        assert len(ids1) == 10 and len(ids2) == 10 and not ids1 & ids2
+    finally:
+        db.dispose()
