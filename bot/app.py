@@ -52,7 +52,7 @@ class Runtime:
 def default_judge(settings: Settings) -> Judge:
     from handlers.detect import Detector
 
-    return Detector()
+    return Detector.default()
 
 
 def policy_from(settings: Settings) -> FlagPolicy:

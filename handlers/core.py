@@ -8,12 +8,14 @@ nothing about Discord or Slack.
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from handlers.clock import Clock
+from handlers.detect.escalation import EscalationPolicy, IncidentIndex, ThreadEvent, escalate
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
 from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
@@ -44,7 +46,21 @@ class CoreStats:
     flagged: int = 0
     skipped_opted_out: int = 0
     skipped_unwatched: int = 0
+    escalations: int = 0
     by_platform: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WatchedFlag:
+    """An open flag whose thread is watched for pile-on."""
+
+    flag_id: int
+    platform: str
+    community_id: str
+    message_id: str
+    thread_id: str | None
+    author_id: str
+    severity: str
 
 
 class Core:
@@ -55,6 +71,9 @@ class Core:
         judge: Judge,
         flags: FlagService,
         writer: IngestWriter,
+        *,
+        escalation: EscalationPolicy | None = None,
+        incidents: IncidentIndex | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -63,6 +82,10 @@ class Core:
         self._writer = writer
         self._opted_out: set[tuple[str, str, str]] = set()
         self._unwatched: set[tuple[str, str, str]] = set()
+        self._escalation = escalation or EscalationPolicy()
+        self._incidents = incidents or IncidentIndex()
+        # (platform, community, message-or-thread id) -> the open flag its replies escalate
+        self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
         self.stats = CoreStats()
 
     async def start(self) -> None:
@@ -85,7 +108,36 @@ class Core:
         if feedback:
             logger.info("replayed %d feedback example(s) into the detector", len(feedback))
         self._writer.start()
+        for flag in await self.flags.open_flags():
+            assert flag.id is not None
+            self._watch(
+                WatchedFlag(
+                    flag.id,
+                    flag.platform,
+                    flag.community_id,
+                    flag.message_id,
+                    flag.thread_id,
+                    flag.author_id,
+                    flag.severity,
+                )
+            )
+            if flag.incident_key and flag.quoted_text:
+                ck = community_key(flag.platform, flag.community_id)
+                self._incidents.add(ck, flag.quoted_text, flag.created_at, key=flag.incident_key)
         await self.flags.resume_drafts()
+
+    def _watch(self, wf: WatchedFlag) -> None:
+        self._threads[(wf.platform, wf.community_id, wf.message_id)] = wf
+        if wf.thread_id:
+            self._threads.setdefault((wf.platform, wf.community_id, wf.thread_id), wf)
+
+    def _watched_flag(self, event: MessageEvent) -> WatchedFlag | None:
+        for key in (event.thread_id, event.reply_to):
+            if key is not None:
+                wf = self._threads.get((event.platform, event.community_id, key))
+                if wf is not None and wf.message_id != event.message_id:
+                    return wf
+        return None
 
     async def stop(self) -> None:
         await self._writer.stop()
@@ -156,15 +208,68 @@ class Core:
                 )
             )
             self.stats.messages += 1
-        if verdict is not None and verdict.is_negative:
+        watched = self._watched_flag(event) if self._threads else None
+        if watched is not None:
+            # A reply in a flagged thread counts towards that flag, not a card of its own.
+            await self._escalate(watched)
+        elif verdict is not None and verdict.is_negative:
             await self._flag(event, verdict)
 
     async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
+        now = self._clock.now()
+        ck = community_key(event.platform, event.community_id)
+        incident = self._incidents.add(ck, event.text, now, key=uuid.uuid4().hex[:16])
         outcome = await self.flags.raise_flag(
-            event.platform, event.community_id, event.channel_id, event.message_id, verdict
+            event.platform,
+            event.community_id,
+            event.channel_id,
+            event.message_id,
+            verdict,
+            incident_key=incident,
         )
-        if outcome.ok:
+        if outcome.ok and outcome.flag_id is not None:
             self.stats.flagged += 1
+            self._watch(
+                WatchedFlag(
+                    outcome.flag_id,
+                    event.platform,
+                    event.community_id,
+                    event.message_id,
+                    event.thread_id,
+                    event.author.id,
+                    verdict.severity,
+                )
+            )
+
+    async def _escalate(self, wf: WatchedFlag) -> None:
+        """Re-score the flagged thread: pile-on, velocity, reach, repeats."""
+        now = self._clock.now()
+        since = now - self._escalation.window
+
+        def load(s: Session) -> tuple[list[queries.ThreadActivity], dict[str, int]]:
+            acts = queries.thread_activity(
+                s, wf.platform, wf.community_id, wf.message_id, wf.thread_id, since
+            )
+            authors = sorted({a.author_id for a in acts} | {wf.author_id})
+            return acts, queries.member_activity(s, wf.platform, wf.community_id, authors)
+
+        acts, activity = await self._db.run(load)
+        events = [
+            ThreadEvent(a.at, a.author_id, a.text, a.is_reaction, a.is_complaint) for a in acts
+        ]
+        result = escalate(
+            wf.severity,
+            events,
+            now,
+            original_author=wf.author_id,
+            member_activity=activity,
+            policy=self._escalation,
+        )
+        if result.rationale == "no escalation":
+            return
+        changed = await self.flags.escalate(wf.flag_id, result.severity, result.rationale)
+        if changed:
+            self.stats.escalations += 1
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         if (event.platform, event.community_id, event.member_id) in self._opted_out:

@@ -99,9 +99,12 @@ class FlagService:
                 return FlagOutcome(False, "That message was deleted."), None
             existing = s.scalars(select(Flag).where(col(Flag.message_pk) == msg.id)).first()
             if existing is not None:
-                return FlagOutcome(
-                    True, f"Already flagged (flag #{existing.id}).", existing.state
-                ), None
+                return (
+                    FlagOutcome(
+                        True, f"Already flagged (flag #{existing.id}).", existing.state, existing.id
+                    ),
+                    None,
+                )
             if incident_key:
                 merged = self._merge_into_incident(s, msg, verdict, incident_key, now)
                 if merged is not None:
@@ -131,7 +134,10 @@ class FlagService:
             assert flag.id is not None
             queries.audit(s, now, actor, "flagged", flag.id, f"{source}: {verdict.rationale}")
             self._outbox.enqueue_in(s, PostFlagCard(flag.id), f"card:{flag.id}")
-            return FlagOutcome(True, f"Flagged for follow-up (flag #{flag.id}).", "open"), flag.id
+            return (
+                FlagOutcome(True, f"Flagged for follow-up (flag #{flag.id}).", "open", flag.id),
+                flag.id,
+            )
 
         outcome, new_id = await self._db.run(work)
         self._outbox.notify()
@@ -166,7 +172,7 @@ class FlagService:
         s.add(head)
         queries.audit(s, now, "rapport", "merged", head.id, f"message {msg.message_id} joined")
         self._outbox.enqueue_in(s, UpdateFlagCard(head.id), f"card-update:{head.id}:{head.version}")
-        return FlagOutcome(True, f"Added to incident flag #{head.id}.", head.state)
+        return FlagOutcome(True, f"Added to incident flag #{head.id}.", head.state, head.id)
 
     async def escalate(self, flag_id: int, severity: str, rationale: str) -> bool:
         """Raise a flag's severity (never lower it) and update its card in place."""
@@ -249,6 +255,12 @@ class FlagService:
             context=tuple((m.author_name, m.text) for m in context),
             reason=flag.reason,
             severity=flag.severity,
+        )
+
+    async def open_flags(self) -> list[Flag]:
+        """Open flags, for rebuilding in-memory indexes after a restart."""
+        return await self._db.run(
+            lambda s: list(s.scalars(select(Flag).where(col(Flag.state).in_(OPEN_STATES))))
         )
 
     async def resume_drafts(self) -> int:
@@ -533,8 +545,8 @@ class FlagService:
                 )
                 s.add(flag)
                 text = (
-                    f"Reminder {flag.reminders_sent}/{policy.max_reminders}: this {flag.severity} flag "
-                    f"has waited {waited} min unclaimed (SLA {minutes} min)."
+                    f"Reminder {flag.reminders_sent}/{policy.max_reminders}: this "
+                    f"{flag.severity} flag has waited {waited} min unclaimed (SLA {minutes} min)."
                 )
                 self._outbox.enqueue_in(
                     s,

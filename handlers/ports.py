@@ -79,6 +79,7 @@ class FlagOutcome:
     ok: bool
     message: str
     state: str = ""
+    flag_id: int | None = None
 
 
 class CommunityCore(Protocol):

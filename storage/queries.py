@@ -676,3 +676,54 @@ def pending_count(session: Session) -> int:
         .where(col(Outbox.state).in_(["pending", "running"]))
     ).first()
     return int(row[0]) if row else 0
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadActivity:
+    at: datetime
+    author_id: str
+    text: str
+    is_reaction: bool
+    is_complaint: bool
+
+
+def thread_activity(
+    session: Session,
+    platform: str,
+    community_id: str,
+    flagged_message_id: str,
+    thread_id: str | None,
+    since: datetime,
+) -> list[ThreadActivity]:
+    """Replies (in the thread, or replying to the message) and reactions since ``since``."""
+    # A thread started from the message has the message's id (Discord thread, Slack thread_ts).
+    conds = [
+        col(Message.reply_to) == flagged_message_id,
+        col(Message.thread_id) == flagged_message_id,
+    ]
+    if thread_id:
+        conds.append(col(Message.thread_id) == thread_id)
+    rows = session.scalars(
+        select(Message).where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.created_at) >= since,
+            col(Message.message_id) != flagged_message_id,
+            col(Message.deleted_at).is_(None),
+            or_(*conds),
+        )
+    ).all()
+    out = [
+        ThreadActivity(m.created_at, m.author_id, m.text, False, m.severity is not None)
+        for m in rows
+    ]
+    reactions = session.scalars(
+        select(Reaction).where(
+            col(Reaction.platform) == platform,
+            col(Reaction.community_id) == community_id,
+            col(Reaction.message_id) == flagged_message_id,
+            col(Reaction.at) >= since,
+        )
+    ).all()
+    out.extend(ThreadActivity(r.at, r.member_id, "", True, False) for r in reactions)
+    return out

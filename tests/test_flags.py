@@ -79,7 +79,7 @@ async def test_a_complaint_gets_one_card_then_a_draft(db_url: str) -> None:
 
 async def test_claim_send_once_resolve(db_url: str) -> None:
     clock = ManualClock()
-    async with runtime(db_url, clock) as (rt, slack, discord):
+    async with runtime(db_url, clock) as (rt, _slack, discord):
         await rt.core.on_message(message("want a refund now", "m1", thread="t1"))
         await rt.settle()
         flag_id = (await _flag(rt)).id or 0
@@ -114,7 +114,7 @@ async def test_claim_send_once_resolve(db_url: str) -> None:
 
 async def test_edited_send_and_failed_send_can_be_retried(db_url: str) -> None:
     clock = ManualClock()
-    async with runtime(db_url, clock) as (rt, slack, discord):
+    async with runtime(db_url, clock) as (rt, _slack, discord):
         await rt.core.on_message(message("this is broken", "m1"))
         await rt.settle()
         flag_id = (await _flag(rt)).id or 0
@@ -136,7 +136,7 @@ async def test_edited_send_and_failed_send_can_be_retried(db_url: str) -> None:
 async def test_dismiss_teaches_the_detector(db_url: str) -> None:
     clock = ManualClock()
     judge = KeywordJudge()
-    async with runtime(db_url, clock, judge) as (rt, slack, _):
+    async with runtime(db_url, clock, judge) as (rt, _slack, _):
         await rt.core.on_message(message("refund policy question", "m1"))
         await rt.settle()
         flag_id = (await _flag(rt)).id or 0
@@ -148,7 +148,7 @@ async def test_dismiss_teaches_the_detector(db_url: str) -> None:
         fb = await rt.db.run(lambda s: s.scalars(select(Feedback)).one())
         assert fb.is_negative is False and fb.source == "dismiss"
     # Feedback is persisted: a fresh detector learns it again on start.
-    async with runtime(db_url, clock, KeywordJudge()) as (rt, slack, _):
+    async with runtime(db_url, clock, KeywordJudge()) as (rt, _slack, _):
         await rt.core.on_message(message("refund policy question", "m3"))
         await rt.settle()
         assert len(await rt.db.run(lambda s: s.scalars(select(Flag)).all())) == 1
@@ -157,7 +157,7 @@ async def test_dismiss_teaches_the_detector(db_url: str) -> None:
 async def test_manual_flag_is_positive_feedback(db_url: str) -> None:
     clock = ManualClock()
     judge = KeywordJudge()
-    async with runtime(db_url, clock, judge) as (rt, slack, _):
+    async with runtime(db_url, clock, judge) as (rt, _slack, _):
         await rt.core.on_message(message("the queue ate my order", "m1"))
         out = await rt.core.manual_flag("discord", "g1", "c1", "m1", "MOD1")
         assert out.ok
@@ -234,7 +234,7 @@ async def test_work_interrupted_by_a_crash_is_done_once_after_restart(db_url: st
 
 async def test_deleted_message_cannot_be_answered(db_url: str) -> None:
     clock = ManualClock()
-    async with runtime(db_url, clock) as (rt, slack, discord):
+    async with runtime(db_url, clock) as (rt, _slack, _discord):
         await rt.core.on_message(message("refund please", "m1"))
         await rt.settle()
         await rt.core.on_message(replace(message("", "m1"), kind=MessageKind.DELETE))
@@ -243,3 +243,51 @@ async def test_deleted_message_cannot_be_answered(db_url: str) -> None:
         assert not out.ok and "deleted" in out.message
         card = await rt.core.card((await _flag(rt)).id or 0)
         assert card is not None and card.message_deleted and card.text == ""
+
+
+async def test_pile_on_in_a_thread_escalates_the_flag_not_new_cards(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        start = clock.now()
+        await rt.core.on_message(
+            message("the app is broken since the update", "m1", author="u1", at=start)
+        )
+        await rt.settle()
+        assert (await _flag(rt)).severity == "medium"
+        for i, who in enumerate(("u2", "u3", "u4")):
+            at = clock.advance(minutes=5)
+            await rt.core.on_message(
+                message("same here, broken for me too", f"r{i}", author=who, thread="m1", at=at)
+            )
+        await rt.settle()
+        flags = await rt.db.run(lambda s: s.scalars(select(Flag)).all())
+        assert len(flags) == 1
+        assert flags[0].severity == "high"
+        assert "3 members agreeing" in flags[0].escalation
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
+        card = await rt.core.card(flags[0].id or 0)
+        assert card is not None and "3 members agreeing" in card.escalation
+
+
+async def test_near_duplicate_complaints_become_one_incident(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        texts = [
+            "checkout page is broken, cannot pay",
+            "the checkout page is broken and I cannot pay",
+            "Checkout page is broken!! cannot pay",
+        ]
+        for i, text in enumerate(texts):
+            clock.advance(minutes=3)
+            await rt.core.on_message(
+                message(text, f"m{i}", author=f"u{i}", channel=f"c{i}", at=clock.now())
+            )
+        await rt.core.on_message(
+            message("my refund never arrived", "m9", author="u9", at=clock.now())
+        )
+        await rt.settle()
+        flags = sorted(
+            await rt.db.run(lambda s: s.scalars(select(Flag)).all()), key=lambda f: f.id or 0
+        )
+        assert [f.incident_size for f in flags] == [3, 1]
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 2

@@ -1,0 +1,251 @@
+"""Thread-level escalation and near-duplicate incidents: the whisper becoming a roar.
+
+Pure functions over events you pass in, with the clock injected (``now``), so the
+same code runs in the ingestion path, in replays and in tests without sleeping.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from handlers.detect.taxonomy import SEVERITIES
+
+_AGREE_RE = re.compile(
+    r"^\s*(?:\+\s*1|same(?: here| issue| problem| for me| thing| with me)?|me too|ditto|"
+    r"this|exactly|agreed?|same\W*|yep,? same)\W*$"
+    r"|^\s*(?:\+\s*1|me too|same here|ditto|agreed)\b"
+    r"|\b(?:same (?:issue|problem|here|thing|for me|with me)|me too|happening to me too|"
+    r"(?:also|too) (?:having|getting|seeing)|having the same|i have the same|"
+    r"not just you|it's not just you|can confirm|same boat)\b",
+    re.IGNORECASE,
+)
+_WORD_RE = re.compile(r"[a-z0-9']+")
+_MENTION_RE = re.compile(r"<@!?\d+>|@\w+|https?://\S+")
+
+
+def is_agreement(text: str) -> bool:
+    """Whether a reply piles on ("same here", "+1", "me too", "same issue")."""
+    return _AGREE_RE.search(text) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadEvent:
+    """One thing that happened in a thread: a reply or a reaction."""
+
+    at: datetime
+    author_id: str
+    text: str = ""
+    is_reaction: bool = False
+    is_complaint: bool = False
+    """The detector's verdict on this reply (reactions leave it False)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationPolicy:
+    """When a thread counts as escalating; defaults suit a community of hundreds."""
+
+    window: timedelta = timedelta(hours=1)
+    agreeing_members: int = 3
+    crowd_members: int = 6
+    replies_per_hour: float = 12.0
+    min_replies_for_velocity: int = 5
+    min_repliers_for_velocity: int = 3
+    """One member posting fast is a conversation, not a crowd."""
+    active_member_messages: int = 200
+    """A member with at least this many messages has reach (others read them)."""
+    repeat_complaints: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Escalation:
+    """The thread's new severity (never lower than before) and why."""
+
+    severity: str
+    raised: bool
+    rationale: str
+    agreeing_members: int = 0
+    replies_in_window: int = 0
+    reach_members: int = 0
+    max_repeats: int = 0
+
+
+def _fmt_span(span: timedelta) -> str:
+    minutes = max(1, round(span.total_seconds() / 60))
+    if minutes < 90:
+        return f"{minutes} min"
+    return f"{round(minutes / 60)} h"
+
+
+def escalate(
+    severity: str,
+    events: Sequence[ThreadEvent],
+    now: datetime,
+    *,
+    original_author: str | None = None,
+    member_activity: Mapping[str, int] | None = None,
+    policy: EscalationPolicy | None = None,
+) -> Escalation:
+    """Raise ``severity`` from pile-on, velocity, reach and repeated complaints.
+
+    ``events`` are the thread's replies and reactions (any order, any age; only those
+    in ``policy.window`` before ``now`` count). ``member_activity`` maps member id to
+    their message count in the community, to weigh who is involved.
+    """
+    policy = policy or EscalationPolicy()
+    if severity not in SEVERITIES:
+        raise ValueError(f"unknown severity {severity!r}")
+    start = now - policy.window
+    recent = sorted((e for e in events if start <= e.at <= now), key=lambda e: e.at)
+    agreeing: set[str] = set()
+    replies = 0
+    complaints_by: dict[str, int] = {}
+    involved: set[str] = set()
+    if original_author is not None:
+        involved.add(original_author)
+        complaints_by[original_author] = 1
+    first_agree: datetime | None = None
+    last_agree: datetime | None = None
+    for e in recent:
+        involved.add(e.author_id)
+        if not e.is_reaction:
+            replies += 1
+        agrees = e.is_reaction or e.is_complaint or is_agreement(e.text)
+        if agrees and e.author_id != original_author and e.author_id not in agreeing:
+            agreeing.add(e.author_id)
+            first_agree = first_agree or e.at
+            last_agree = e.at
+        if e.is_complaint and not e.is_reaction:
+            complaints_by[e.author_id] = complaints_by.get(e.author_id, 0) + 1
+    activity = member_activity or {}
+    reach = sorted(m for m in involved if activity.get(m, 0) >= policy.active_member_messages)
+    max_repeats = max(complaints_by.values(), default=0)
+
+    steps = 0
+    why: list[str] = []
+    if len(agreeing) >= policy.agreeing_members:
+        steps += 2 if len(agreeing) >= policy.crowd_members else 1
+        span = (last_agree - first_agree) if first_agree and last_agree else timedelta(0)
+        why.append(f"{len(agreeing)} members agreeing in {_fmt_span(span)}")
+    repliers = {e.author_id for e in recent if not e.is_reaction}
+    if (
+        replies >= policy.min_replies_for_velocity
+        and len(repliers) >= policy.min_repliers_for_velocity
+    ):
+        span = max(now - recent[0].at, timedelta(minutes=5))
+        rate = replies / (span.total_seconds() / 3600)
+        if rate >= policy.replies_per_hour:
+            steps += 1
+            why.append(f"{replies} replies in {_fmt_span(span)}")
+    if reach and (steps or len(agreeing) >= 1 or max_repeats >= policy.repeat_complaints):
+        steps += 1
+        n = len(reach)
+        why.append(f"{n} highly active member{'s' if n > 1 else ''} involved")
+    if max_repeats >= policy.repeat_complaints:
+        steps += 1
+        why.append(f"same member complained {max_repeats} times")
+    level = min(len(SEVERITIES) - 1, SEVERITIES.index(severity) + steps)
+    new = SEVERITIES[max(level, SEVERITIES.index(severity))]
+    return Escalation(
+        severity=new,
+        raised=new != severity,
+        rationale="; ".join(why) if why else "no escalation",
+        agreeing_members=len(agreeing),
+        replies_in_window=replies,
+        reach_members=len(reach),
+        max_repeats=max_repeats,
+    )
+
+
+def shingles(text: str, size: int = 2) -> frozenset[str]:
+    """Word unigrams plus ``size``-word shingles, with numbers and mentions blurred.
+
+    Unigrams keep very short complaints comparable; shingles keep word order mattering
+    for longer ones. Numbers become ``#`` so "3 hours" and "4 hours" match.
+    """
+    low = _MENTION_RE.sub(" ", text.lower().replace("’", "'"))
+    words = ["#" if w.isdigit() else w for w in _WORD_RE.findall(low)]
+    out = set(words)
+    for i in range(len(words) - size + 1):
+        out.add(" ".join(words[i : i + size]))
+    return frozenset(out)
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+@dataclass(slots=True)
+class _Entry:
+    key: str
+    at: datetime
+    shingles: frozenset[str]
+
+
+@dataclass(slots=True)
+class IncidentIndex:
+    """Groups near-duplicate complaints within a time window into one incident.
+
+    One object per process (or per test) holds every community's recent complaints;
+    pass it in where needed. ``match`` finds the incident a text belongs to, ``add``
+    records a complaint (joining an incident or starting one).
+    """
+
+    window: timedelta = timedelta(hours=6)
+    min_similarity: float = 0.5
+    _entries: dict[str, list[_Entry]] = field(default_factory=dict)
+    _counter: int = 0
+
+    def _prune(self, community_id: str, now: datetime) -> list[_Entry]:
+        entries = self._entries.get(community_id, [])
+        start = now - self.window
+        kept = [e for e in entries if e.at >= start]
+        self._entries[community_id] = kept
+        return kept
+
+    def match(self, community_id: str, text: str, now: datetime) -> str | None:
+        """The incident key of the most similar recent complaint, if similar enough."""
+        sh = shingles(text)
+        best_key: str | None = None
+        best = self.min_similarity
+        for e in self._prune(community_id, now):
+            sim = jaccard(sh, e.shingles)
+            if sim >= best:
+                best_key, best = e.key, sim
+        return best_key
+
+    def add(self, community_id: str, text: str, now: datetime, key: str | None = None) -> str:
+        """Record a complaint; returns its incident key (an existing one if it matches).
+
+        ``key`` names a new incident (e.g. the flag id); it is ignored when the text
+        joins an existing incident.
+        """
+        found = self.match(community_id, text, now)
+        if found is None:
+            if key is None:
+                self._counter += 1
+                key = f"{community_id}:incident:{self._counter}"
+            found = key
+        self._entries.setdefault(community_id, []).append(_Entry(found, now, shingles(text)))
+        return found
+
+    def incident_sizes(self, community_id: str, now: datetime) -> dict[str, int]:
+        """How many complaints each live incident holds."""
+        sizes: dict[str, int] = {}
+        for e in self._prune(community_id, now):
+            sizes[e.key] = sizes.get(e.key, 0) + 1
+        return sizes
+
+
+def merge_keys(keys: Iterable[str | None]) -> list[str]:
+    """Distinct incident keys in first-seen order (for digest counting)."""
+    seen: dict[str, None] = {}
+    for k in keys:
+        if k is not None:
+            seen.setdefault(k, None)
+    return list(seen)

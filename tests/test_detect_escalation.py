@@ -1,0 +1,112 @@
+"""Thread escalation and near-duplicate incidents on an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from handlers.detect.escalation import (
+    EscalationPolicy,
+    IncidentIndex,
+    ThreadEvent,
+    escalate,
+    is_agreement,
+)
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+@pytest.mark.parametrize(
+    "text", ["same here", "+1", "me too!", "same issue", "Same.", "not just you"]
+)
+def test_agreement_phrases(text: str) -> None:
+    assert is_agreement(text)
+
+
+@pytest.mark.parametrize("text", ["same time tomorrow?", "thanks, that fixed it", "what happened?"])
+def test_non_agreement(text: str) -> None:
+    assert not is_agreement(text)
+
+
+def test_pile_on_raises_severity_with_a_readable_reason() -> None:
+    events = [
+        ThreadEvent(at(2), "u2", "same here"),
+        ThreadEvent(at(9), "u3", "+1, can't log in either"),
+        ThreadEvent(at(20), "u4", "me too"),
+    ]
+    result = escalate("low", events, at(21), original_author="u1")
+    assert result.raised
+    assert result.severity == "medium"
+    assert result.agreeing_members == 3
+    assert "3 members agreeing in 18 min" in result.rationale
+
+
+def test_the_same_member_agreeing_twice_counts_once() -> None:
+    events = [ThreadEvent(at(i), "u2", "same here") for i in range(5)]
+    result = escalate("low", events, at(6), original_author="u1")
+    assert result.agreeing_members == 1
+    assert not result.raised
+
+
+def test_old_events_outside_the_window_do_not_count() -> None:
+    events = [ThreadEvent(at(0), f"u{i}", "same here") for i in range(2, 8)]
+    late = escalate("low", events, at(180), original_author="u1")
+    assert not late.raised
+    assert late.rationale == "no escalation"
+    early = escalate("low", events, at(10), original_author="u1")
+    assert early.severity == "high"  # a crowd of 6 raises two steps
+
+
+def test_velocity_reach_and_repeats() -> None:
+    events = [
+        ThreadEvent(at(i), "u1" if i % 2 else f"x{i}", "still broken", is_complaint=i % 2 == 1)
+        for i in range(1, 9)
+    ]
+    result = escalate(
+        "low",
+        events,
+        at(10),
+        original_author="u1",
+        member_activity={"u1": 5000},
+        policy=EscalationPolicy(agreeing_members=99),
+    )
+    assert "replies in" in result.rationale
+    assert "same member complained" in result.rationale
+    assert "highly active member" in result.rationale
+    assert result.severity == "high"
+
+
+def test_severity_is_never_lowered() -> None:
+    assert escalate("high", [], at(0)).severity == "high"
+    assert not escalate("high", [], at(0)).raised
+    with pytest.raises(ValueError):
+        escalate("urgent", [], at(0))
+
+
+def test_reactions_count_as_agreement() -> None:
+    events = [ThreadEvent(at(1), f"r{i}", is_reaction=True) for i in range(3)]
+    assert escalate("medium", events, at(2), original_author="u1").severity == "high"
+
+
+def test_near_duplicates_become_one_incident() -> None:
+    index = IncidentIndex(window=timedelta(hours=2))
+    first = index.add("c1", "checkout page shows error 500 when I pay", at(0))
+    dup = index.match("c1", "Checkout page shows error 502 when I try to pay", at(5))
+    assert dup == first
+    assert index.add("c1", "checkout page shows error 502 when I try to pay", at(5)) == first
+    other = index.add("c1", "my parcel never arrived", at(6))
+    assert other != first
+    assert index.match("c2", "checkout page shows error 500 when I pay", at(7)) is None
+    assert index.incident_sizes("c1", at(7)) == {first: 2, other: 1}
+
+
+def test_incidents_expire_with_the_window() -> None:
+    index = IncidentIndex(window=timedelta(hours=1))
+    index.add("c", "the app crashes on launch", at(0), key="flag-1")
+    assert index.match("c", "the app crashes on launch again", at(30)) == "flag-1"
+    assert index.match("c", "the app crashes on launch again", at(61)) is None
