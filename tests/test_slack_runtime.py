@@ -1,0 +1,109 @@
+"""The whole path with the real runtime (SQLite, outbox, flag workflow) behind the Slack
+adapter: a member complains in Slack, a card appears, managers act, the member gets a
+reply in their thread. Only Slack itself is emulated."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.slack_helpers import (
+    EVIL,
+    FLAGS,
+    GENERAL,
+    MANAGER,
+    MEMBER,
+    OUTSIDER,
+    SlackStack,
+    all_text,
+    runtime_stack,
+)
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[SlackStack]:
+    async with runtime_stack(tmp_path) as s:
+        yield s
+
+
+def top_level(stack: SlackStack) -> list[dict[str, Any]]:
+    return [m for m in stack.emu.messages(FLAGS) if m.get("thread_ts") in (None, m["ts"])]
+
+
+async def complain(stack: SlackStack, text: str) -> tuple[str, str]:
+    """A member complains; returns (member message ts, card ts) once the card is up."""
+    ts, delivery = await stack.emu.say(GENERAL, MEMBER, text)
+    assert delivery.status == 200
+    await stack.emu.wait_for(lambda: len(top_level(stack)) == 1, timeout=10)
+    return ts, top_level(stack)[0]["ts"]
+
+
+def card_state(stack: SlackStack, card_ts: str) -> str:
+    return str(stack.emu.message(FLAGS, card_ts)["text"])
+
+
+async def test_complaint_to_card_claim_send_resolve(stack: SlackStack) -> None:
+    emu = stack.emu
+    member_ts, card_ts = await complain(stack, f"I want a refund, this is broken {EVIL}")
+    card = emu.message(FLAGS, card_ts)
+    for token in ("<!channel>", "<@U1>", "<https://evil|click>"):
+        assert token not in all_text(card)
+    assert "mallory" in card["text"] and "#general" in card["text"]
+
+    await emu.click(FLAGS, card_ts, "flag_claim", MANAGER)
+    await emu.wait_for(lambda: "(claimed)" in card_state(stack, card_ts), timeout=10)
+    assert all(u["ts"] == card_ts for u in emu.card_updates)
+
+    await emu.wait_for(lambda: "Drafting" not in all_text(emu.message(FLAGS, card_ts)), timeout=10)
+    await emu.click(FLAGS, card_ts, "flag_send", MANAGER)
+    await emu.wait_for(lambda: len(emu.thread(GENERAL, member_ts)) == 2, timeout=10)
+    reply = emu.thread(GENERAL, member_ts)[1]
+    assert reply["thread_ts"] == member_ts and reply["user"] == emu.bot_user_id
+    await emu.wait_for(lambda: "(replied)" in card_state(stack, card_ts), timeout=10)
+
+    await emu.click(FLAGS, card_ts, "flag_resolve", MANAGER)
+    await emu.wait_for(lambda: "(resolved)" in card_state(stack, card_ts), timeout=10)
+    assert emu.find_button(emu.message(FLAGS, card_ts), "flag_claim") is None
+    assert len(top_level(stack)) == 1
+    assert emu.ephemerals == []
+
+
+async def test_edit_and_send_with_the_real_workflow(stack: SlackStack) -> None:
+    emu = stack.emu
+    member_ts, card_ts = await complain(stack, "refund please, the export is broken")
+    await emu.click(FLAGS, card_ts, "flag_edit", MANAGER)
+    await emu.wait_for(lambda: len(emu.views) == 1, timeout=10)
+    ((view_id, _),) = emu.views.items()
+    done = await emu.submit_view(view_id, MANAGER, {"reply": {"text": "Fixed in 2.1 <3 & thanks"}})
+    assert done.status == 200 and done.body == ""
+    await emu.wait_for(lambda: len(emu.thread(GENERAL, member_ts)) == 2, timeout=10)
+    assert emu.thread(GENERAL, member_ts)[1]["text"] == "Fixed in 2.1 &lt;3 &amp; thanks"
+    await emu.wait_for(lambda: "(replied)" in card_state(stack, card_ts), timeout=10)
+    assert "edited by a manager" in all_text(emu.message(FLAGS, card_ts))
+
+
+async def test_dismiss_and_outsider_refusal_with_the_real_workflow(stack: SlackStack) -> None:
+    emu = stack.emu
+    _, card_ts = await complain(stack, "this update is terrible")
+    await emu.click(FLAGS, card_ts, "flag_dismiss", OUTSIDER)
+    await emu.wait_for(lambda: len(emu.ephemerals) == 1, timeout=10)
+    assert "(open)" in card_state(stack, card_ts)
+    await emu.click(FLAGS, card_ts, "flag_dismiss", MANAGER)
+    await emu.wait_for(lambda: "(dismissed)" in card_state(stack, card_ts), timeout=10)
+
+
+async def test_shortcut_and_status_with_the_real_core(stack: SlackStack) -> None:
+    emu = stack.emu
+    ts, _ = await emu.say(GENERAL, MEMBER, "hmm, not sure about the new pricing")
+    observed = stack.extras["observed"]
+    await observed.wait_for(lambda: len(observed.messages) == 1)
+    await emu.message_shortcut("flag_for_followup", GENERAL, ts, MANAGER)
+    await emu.wait_for(lambda: len(emu.responses) == 1, timeout=10)
+    assert "flag #" in emu.responses[0]["text"].lower()
+    await emu.wait_for(lambda: len(top_level(stack)) == 1, timeout=10)
+    await emu.slash_command("status", MANAGER, GENERAL)
+    await emu.wait_for(lambda: len(emu.responses) == 2, timeout=10)
+    assert "1 messages" in emu.responses[1]["text"]
