@@ -42,8 +42,9 @@ async def start_site(web_app: web.Application, host: str, port: int) -> tuple[we
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    server = site._server
     bound = port
-    if server is not None and getattr(server, "sockets", None):
-        bound = server.sockets[0].getsockname()[1]
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            bound = int(addr[1])
+            break
     return runner, bound

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Awaitable, Callable
 
+from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.app import Runtime, build_runtime
@@ -17,22 +19,27 @@ from storage.leader import LeaderLock
 logger = logging.getLogger(__name__)
 
 
-def start_scheduler(rt: Runtime, *, sla_every_s: int = 30) -> AsyncIOScheduler:
-    """Periodic jobs read their work from the database, so a restart loses nothing."""
+def start_scheduler(rt: Runtime, leader: LeaderLock, *, sla_every_s: int = 30) -> AsyncIOScheduler:
+    """Periodic jobs read their work from the database, so a restart loses nothing.
+
+    Every replica runs the scheduler, but only the one holding the leader lock acts.
+    """
+
+    async def sla_tick() -> None:
+        if await asyncio.to_thread(leader.try_acquire):
+            await rt.flags.check_sla()
+
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
-        rt.flags.check_sla,
-        "interval",
-        seconds=sla_every_s,
-        id="sla",
-        max_instances=1,
-        coalesce=True,
+        sla_tick, "interval", seconds=sla_every_s, id="sla", max_instances=1, coalesce=True
     )
     scheduler.start()
     return scheduler
 
 
-async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+async def serve(
+    settings: Settings, *, stop: asyncio.Event | None = None, ready: asyncio.Event | None = None
+) -> None:
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -54,6 +61,8 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             port,
             ", ".join(parts),
         )
+        if ready is not None:
+            ready.set()
         try:
             await stop.wait()
         finally:
@@ -66,15 +75,28 @@ async def serve(settings: Settings, *, stop: asyncio.Event | None = None) -> Non
             await runner.cleanup()
 
 
+Closer = Callable[[], Awaitable[None]]
+
+
 async def attach_adapters(
-    rt: Runtime, settings: Settings, web_app: object, parts: dict[str, str]
-) -> list:  # type: ignore[type-arg]
+    rt: Runtime, settings: Settings, web_app: web.Application, parts: dict[str, str]
+) -> list[Closer]:
     """Start the platform adapters the settings enable; returns their closers."""
-    closers: list = []  # type: ignore[type-arg]
+    closers: list[Closer] = []
+    if settings.slack_enabled:
+        from bot.slack_adapter import SlackAdapter
+
+        slack = SlackAdapter.from_settings(settings, rt.core, rt.core)
+        rt.outbox.register(slack.executor)
+        if settings.slack_socket_mode:
+            await slack.start()
+            parts["slack"] = "socket mode"
+        else:
+            slack.mount(web_app)
+            parts["slack"] = "http /slack/events"
+        closers.append(slack.close)
     if settings.discord_enabled:
         parts["discord"] = "not available in this build"
-    if settings.slack_enabled:
-        parts["slack"] = "not available in this build"
     if settings.llm_enabled:
         parts["llm"] = "configured"
     return closers
