@@ -1,0 +1,381 @@
+"""Benchmark: how fast Rapport's Discord ingest takes in messages, next to bare discord.py.
+
+Usage: python bench/discord_ingest.py [-n 20000] [--db sqlite:///…]
+
+The emulator runs in its own process (``python -m bot.sandbox.discord_emulator``, pinned
+to another core when there is one) and fires N prebuilt MESSAGE_CREATE frames back to
+back; this process is pinned to core 0 and takes them in twice, one after the other:
+
+a) a plain ``discord.Client`` whose ``on_message`` only counts (the ceiling);
+b) Rapport's :class:`~bot.discord_adapter.DiscordAdapter` over the real runtime
+   (``bot.app.build_runtime``: watched check, detector, SQLite store, flags), timed until
+   the core has committed the last message.
+
+Lost and duplicated messages are counted by comparing the ids sent with the ids received
+(a) and with the ids stored plus delivered twice to the core (b). The last printed line is
+one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+import discord  # noqa: E402
+from sqlalchemy import select  # noqa: E402
+from sqlmodel import col  # noqa: E402
+
+from bot.app import build_runtime, default_judge  # noqa: E402
+from bot.discord_adapter import DiscordAdapter, configure_endpoints  # noqa: E402
+from bot.settings import Settings, load_settings  # noqa: E402
+from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent  # noqa: E402
+from handlers.judging import Judge  # noqa: E402
+from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome  # noqa: E402
+from storage.models import Message  # noqa: E402
+
+logger = logging.getLogger("bench.discord_ingest")
+
+# A community's ordinary mix: mostly chatter and questions, a share of complaints.
+CHATTER = [
+    "good morning everyone!",
+    "has anyone tried the new export feature yet?",
+    "lol same",
+    "the latest update is really smooth, nice work",
+    "how do I change my billing email?",
+    "thanks, that fixed it",
+    "what's everyone building this weekend?",
+    "love the dark mode",
+    "is there a roadmap for the API?",
+    "congrats on the launch!",
+    "cool, see you at the meetup",
+    "just upgraded to pro, worth it",
+    "brb",
+    "which plan includes SSO?",
+    "here's my setup, feedback welcome",
+]
+COMPLAINTS = [
+    "I've been waiting two weeks for my refund, this is ridiculous",
+    "the app crashes every time I open settings",
+    "support hasn't answered my ticket in 5 days",
+    "my order still hasn't shipped and nobody replies",
+    "anyone else getting charged twice this month?",
+    "this is the worst customer service I've ever had",
+]
+
+
+def message_mix(negative_share: float, size: int = 200) -> list[str]:
+    """``size`` texts of which ``negative_share`` are complaints, spread evenly."""
+    n_neg = round(size * negative_share)
+    texts = [CHATTER[i % len(CHATTER)] for i in range(size - n_neg)]
+    for k in range(n_neg):
+        texts.insert(int(k * size / max(n_neg, 1)), COMPLAINTS[k % len(COMPLAINTS)])
+    return texts[:size]
+
+
+@dataclass
+class Emulator:
+    proc: subprocess.Popen[str]
+    info: dict[str, Any]
+
+    @property
+    def control(self) -> str:
+        return str(self.info["api_base"]).rsplit("/api/", 1)[0] + "/_emu"
+
+
+def start_emulator() -> Emulator:
+    """Spawn the emulator on the other cores, then pin this process to core 0."""
+    cores = sorted(os.sched_getaffinity(0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bot.sandbox.discord_emulator", "--seed"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    info = json.loads(proc.stdout.readline())
+    if len(cores) > 1:
+        os.sched_setaffinity(proc.pid, set(cores[1:]))
+    os.sched_setaffinity(0, {cores[0]})
+    return Emulator(proc, info)
+
+
+@dataclass
+class CountingCore:
+    """Forwards to the real core and counts committed NEW messages (to stop the clock)."""
+
+    inner: CommunityCore
+    target: int
+    delivered: Counter[str] = field(default_factory=Counter)
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_message(self, event: MessageEvent) -> None:
+        await self.inner.on_message(event)
+        if event.kind is MessageKind.NEW:
+            self.delivered[event.message_id] += 1
+            if len(self.delivered) >= self.target:
+                self.done.set()
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        await self.inner.on_reaction(event)
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None:
+        await self.inner.on_member_join(event)
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None:
+        await self.inner.register_community(platform, community_id, name, channels)
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
+        return await self.inner.is_watched(platform, community_id, channel_id)
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None:
+        return await self.inner.last_message_id(platform, community_id, channel_id)
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome:
+        return await self.inner.manual_flag(platform, community_id, channel_id, message_id, actor)
+
+    async def status_text(self, platform: str, community_id: str) -> str:
+        return await self.inner.status_text(platform, community_id)
+
+
+async def _control(http: aiohttp.ClientSession, emu: Emulator, verb: str, **body: Any) -> Any:
+    async with http.post(f"{emu.control}/{verb}", json=body) as resp:
+        resp.raise_for_status()
+        return await resp.json(content_type=None)
+
+
+async def _burst(
+    http: aiohttp.ClientSession, emu: Emulator, n: int, texts: list[str]
+) -> tuple[list[str], float]:
+    """Prebuild N messages in the emulator, then fire them; returns ids and the start time."""
+    members = list(emu.info["members"].values())
+    prepared = await _control(
+        http,
+        emu,
+        "prepare",
+        channel_id=emu.info["channels"]["general"],
+        member_ids=members,
+        count=n,
+        texts=texts,
+    )
+    started = time.perf_counter()
+    await _control(http, emu, "fire")
+    return [str(i) for i in prepared["ids"]], started
+
+
+async def _until_ready(client: discord.Client, runner: asyncio.Task[None]) -> None:
+    ready = asyncio.create_task(client.wait_until_ready())
+    done, _ = await asyncio.wait({ready, runner}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if runner in done:
+        runner.result()
+    if ready not in done:
+        raise TimeoutError("client never became ready")
+
+
+async def run_raw(emu: Emulator, n: int, texts: list[str], timeout_s: float) -> dict[str, Any]:
+    """(a) bare discord.py: an on_message that only notes the id."""
+    configure_endpoints(emu.info["api_base"], emu.info["gateway_url"])
+    intents = discord.Intents.none()
+    intents.guilds = intents.guild_messages = intents.message_content = True
+    client = discord.Client(intents=intents, guild_ready_timeout=0.05)
+    seen: list[int] = []
+    done = asyncio.Event()
+
+    @client.event
+    async def on_message(message: discord.Message) -> None:
+        seen.append(message.id)
+        if len(seen) >= n:
+            done.set()
+
+    async with aiohttp.ClientSession() as http:
+        runner = asyncio.create_task(client.start(emu.info["token"]))
+        await _until_ready(client, runner)
+        sent, started = await _burst(http, emu, n, texts)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), timeout_s)
+        elapsed = time.perf_counter() - started
+        await client.close()
+        await asyncio.gather(runner, return_exceptions=True)
+    got = Counter(str(i) for i in seen)
+    return {
+        "seconds": elapsed,
+        "per_s": len(got) / elapsed,
+        "lost": sum(1 for i in sent if i not in got),
+        "duplicated": sum(c - 1 for c in got.values() if c > 1),
+    }
+
+
+def _judge(settings: Settings) -> Judge:
+    """The runtime's default detector (built explicitly if the default hook lags behind)."""
+    try:
+        return default_judge(settings)
+    except TypeError:
+        from handlers.detect import Detector
+
+        return Detector.default()
+
+
+class NullCore:
+    """A core that does nothing: isolates the adapter's own cost."""
+
+    async def on_message(self, event: MessageEvent) -> None:
+        return None
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        return None
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None:
+        return None
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None:
+        return None
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
+        return True
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None:
+        return None
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome:
+        return FlagOutcome(ok=False, message="")
+
+    async def status_text(self, platform: str, community_id: str) -> str:
+        return ""
+
+
+async def run_adapter(
+    emu: Emulator, n: int, texts: list[str], timeout_s: float, inner: CommunityCore
+) -> tuple[dict[str, Any], CountingCore]:
+    """Rapport's adapter in front of ``inner``, timed until ``inner`` finished the last one."""
+    core = CountingCore(inner, n)
+    client = DiscordAdapter(
+        core,
+        api_base=emu.info["api_base"],
+        gateway_url=emu.info["gateway_url"],
+        guild_ids=[int(emu.info["guild_id"])],
+        guild_ready_timeout=0.05,
+    )
+    async with aiohttp.ClientSession() as http:
+        runner = asyncio.create_task(client.start(emu.info["token"]))
+        await _until_ready(client, runner)
+        sent, started = await _burst(http, emu, n, texts)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(core.done.wait(), timeout_s)
+        elapsed = time.perf_counter() - started
+        await client.close()
+        await asyncio.gather(runner, return_exceptions=True)
+    got = core.delivered
+    return {
+        "seconds": elapsed,
+        "per_s": len(got) / elapsed,
+        "sent": sent,
+        "lost": sum(1 for i in sent if i not in got),
+        "duplicated": sum(c - 1 for c in got.values() if c > 1),
+    }, core
+
+
+async def run_rapport(
+    emu: Emulator, n: int, texts: list[str], db_url: str, timeout_s: float
+) -> dict[str, Any]:
+    """(b) Rapport: adapter → watched check → detector → batched SQLite store → flags."""
+    settings = load_settings(_env_file=None, DATABASE_URL=db_url)
+    async with build_runtime(settings, judge=_judge(settings), start_workers=False) as rt:
+        result, core = await run_adapter(emu, n, texts, timeout_s, rt.core)
+        sent = result["sent"]
+        elapsed = result["seconds"]
+        await rt.writer.flush()
+        stored_ids = await rt.db.run(
+            lambda s: list(
+                s.scalars(select(col(Message.message_id)).where(col(Message.platform) == "discord"))
+            )
+        )
+        flagged = rt.core.stats.flagged
+    stored = Counter(stored_ids)
+    return {
+        "seconds": elapsed,
+        "per_s": len(core.delivered) / elapsed,
+        "lost": sum(1 for i in sent if i not in stored),
+        "duplicated": sum(c - 1 for c in stored.values() if c > 1)
+        + sum(c - 1 for c in core.delivered.values() if c > 1),
+        "flagged": flagged,
+    }
+
+
+async def main_async(
+    n: int, db_url: str | None, timeout_s: float, negative_share: float
+) -> dict[str, Any]:
+    texts = message_mix(negative_share)
+    emu = start_emulator()
+    try:
+        raw = await run_raw(emu, n, texts, timeout_s)
+        print(f"raw discord.py : {n} messages in {raw['seconds']:.2f}s = {raw['per_s']:,.0f}/s")
+        bare, _ = await run_adapter(emu, n, texts, timeout_s, NullCore())
+        print(f"adapter, no-op core: {bare['seconds']:.2f}s = {bare['per_s']:,.0f}/s")
+        with tempfile.TemporaryDirectory() as tmp:
+            url = db_url or f"sqlite:///{tmp}/bench.db"
+            rap = await run_rapport(emu, n, texts, url, timeout_s)
+        print(f"rapport ingest : {n} messages in {rap['seconds']:.2f}s = {rap['per_s']:,.0f}/s")
+    finally:
+        emu.proc.terminate()
+        emu.proc.wait(10)
+    ratio = rap["per_s"] / raw["per_s"]
+    print(f"ratio rapport/raw = {ratio:.3f}; lost {rap['lost']}, duplicated {rap['duplicated']}")
+    return {
+        "n": n,
+        "raw_per_s": round(raw["per_s"], 1),
+        "rapport_per_s": round(rap["per_s"], 1),
+        "ratio": round(ratio, 4),
+        "lost": rap["lost"],
+        "duplicated": rap["duplicated"],
+        "raw_lost": raw["lost"],
+        "raw_duplicated": raw["duplicated"],
+        "adapter_noop_core_per_s": round(bare["per_s"], 1),
+        "negative_share": negative_share,
+        "flagged": rap["flagged"],
+        "cpu": "client pinned to core 0, emulator on the others",
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-n", type=int, default=20_000, help="messages per run (>= 20000)")
+    parser.add_argument("--db", default=None, help="DATABASE_URL (default: a temp SQLite file)")
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--negative-share", type=float, default=0.05, help="share of complaints in the mix"
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    summary = asyncio.run(main_async(args.n, args.db, args.timeout, args.negative_share))
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
