@@ -95,8 +95,20 @@ async def attach_adapters(
             slack.mount(web_app)
             parts["slack"] = "http /slack/events"
         closers.append(slack.close)
-    if settings.discord_enabled:
-        parts["discord"] = "not available in this build"
+    if settings.discord_enabled and settings.DISCORD_TOKEN:
+        from bot.discord_adapter import DiscordAdapter
+
+        discord = DiscordAdapter.from_settings(settings, rt.core)
+        rt.outbox.register(discord.executor)
+        task = asyncio.create_task(discord.start(settings.DISCORD_TOKEN), name="rapport-discord")
+
+        async def close_discord() -> None:
+            await discord.close()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)
+
+        closers.append(close_discord)
+        parts["discord"] = "gateway"
     if settings.llm_enabled:
         parts["llm"] = "configured"
     return closers
