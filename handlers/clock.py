@@ -30,3 +30,21 @@ class ManualClock:
 
     def set(self, when: datetime) -> None:
         self._now = when
+
+
+class OffsetClock:
+    """The wall clock plus an offset a caller can move forward.
+
+    The demo fast-forwards to show an SLA reminder; the latency benchmark steps past the
+    incident window so every complaint is its own flag.
+    """
+
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def advance(self, **delta: float) -> datetime:
+        self.offset += timedelta(**delta)
+        return self.now()

@@ -7,6 +7,7 @@ nothing about Discord or Slack.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from handlers.detect.escalation import EscalationPolicy, IncidentIndex, ThreadEv
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
 from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
-from handlers.judging import Judge, VerdictLike, community_key
+from handlers.judging import Judge, SecondOpinion, VerdictLike, community_key
 from handlers.ports import ChannelInfo, FlagCardView, FlagOutcome
 from storage import queries
 from storage.db import Database
@@ -47,6 +48,7 @@ class CoreStats:
     skipped_opted_out: int = 0
     skipped_unwatched: int = 0
     escalations: int = 0
+    reviewed: int = 0
     by_platform: dict[str, int] = field(default_factory=dict)
 
 
@@ -74,6 +76,7 @@ class Core:
         *,
         escalation: EscalationPolicy | None = None,
         incidents: IncidentIndex | None = None,
+        second_opinion: SecondOpinion | None = None,
     ) -> None:
         self._db = db
         self._clock = clock
@@ -86,6 +89,8 @@ class Core:
         self._incidents = incidents or IncidentIndex()
         # (platform, community, message-or-thread id) -> the open flag its replies escalate
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
+        self._second = second_opinion
+        self._reviews: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
 
     async def start(self) -> None:
@@ -212,8 +217,28 @@ class Core:
         if watched is not None:
             # A reply in a flagged thread counts towards that flag, not a card of its own.
             await self._escalate(watched)
+        elif verdict is not None and self._second is not None and self._second.wants(verdict):
+            task = asyncio.create_task(self._review(event))
+            self._reviews.add(task)
+            task.add_done_callback(self._reviews.discard)
         elif verdict is not None and verdict.is_negative:
             await self._flag(event, verdict)
+
+    async def _review(self, event: MessageEvent) -> None:
+        assert self._second is not None
+        try:
+            final = await self._second.review(
+                event.text, community_key(event.platform, event.community_id)
+            )
+            self.stats.reviewed += 1
+            if final.is_negative:
+                await self._flag(event, final)
+        except Exception:
+            logger.exception("second opinion on message %s failed", event.message_id)
+
+    async def wait_reviews(self) -> None:
+        while self._reviews:
+            await asyncio.gather(*list(self._reviews), return_exceptions=True)
 
     async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
         now = self._clock.now()

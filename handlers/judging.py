@@ -33,6 +33,14 @@ class Judge(Protocol):
     def learn(self, community_id: str, text: str, is_negative: bool) -> None: ...
 
 
+class SecondOpinion(Protocol):
+    """Reviews borderline verdicts (an LLM judge); decides off the ingestion path."""
+
+    def wants(self, verdict: VerdictLike) -> bool: ...
+
+    async def review(self, text: str, community_id: str) -> VerdictLike: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DraftJob:
     flag_id: int

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy import select
+from sqlmodel import col
 
 from bot.app import Runtime, build_runtime
 from bot.discord_adapter import DiscordAdapter
@@ -25,6 +27,7 @@ from bot.settings import Settings, load_settings
 from bot.slack_adapter import SlackAdapter
 from handlers.clock import Clock
 from handlers.judging import DraftMaker, Judge
+from storage.models import Community
 
 logger = logging.getLogger(__name__)
 
@@ -88,6 +91,26 @@ def _seed_slack(emu: SlackEmulator) -> None:
     emu.add_user(OUTSIDER, "oscar")
 
 
+async def _until_registered(rt: Runtime, guild_id: str, timeout: float = 15.0) -> None:  # noqa: ASYNC109
+    """The adapter names the guild and its channels just after READY; cards want the names."""
+
+    def registered() -> bool:
+        return rt.db.call(
+            lambda s: (
+                s.scalars(
+                    select(Community).where(
+                        col(Community.platform) == "discord", col(Community.external_id) == guild_id
+                    )
+                ).first()
+                is not None
+            )
+        )
+
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(registered):  # noqa: ASYNC110 (a database row, no event)
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def sandbox(
     database_url: str,
@@ -141,6 +164,7 @@ async def sandbox(
             try:
                 await discord_emu.wait_for_ready(timeout=15)
                 await discord_emu.wait_for_command("rapport", timeout=15)
+                await _until_registered(rt, str(ids.guild))
                 yield Sandbox(settings, rt, discord_emu, slack_emu, discord, slack, ids)
             finally:
                 await discord.close()

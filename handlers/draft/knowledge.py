@@ -1,0 +1,180 @@
+"""A small per-community knowledge base: Markdown files, searched with BM25.
+
+``kb_dir/<community_id>/*.md`` (else ``kb_dir/default/``) is split into sections at
+headings; the best few sections for a complaint go into the prompt, so the model answers
+from the brand's actual policy rather than inventing one, and the template fallback can
+quote the top answer. Indexes are cached per folder and rebuilt when a file changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+_HEADING = re.compile(r"^(#{1,3})\s+(.+?)\s*#*\s*$")
+_WORD = re.compile(r"\w+")
+_STOPWORDS = frozenset(
+    "a an and are as at be been but by can do does for from has have how i if in is it "  # noqa: SIM905
+    "its me my no not of on or our so that the their them there they this to was we what "
+    "when where which who why will with you your yours i'm im ive just still".split()
+)
+
+
+def tokenize(text: str) -> list[str]:
+    """Lower-cased words without stop words, with a light plural/-ing/-ed stemmer."""
+    out: list[str] = []
+    for word in _WORD.findall(text.lower()):
+        if word in _STOPWORDS or len(word) < 2:
+            continue
+        for suffix in ("ing", "ed", "es", "s"):
+            if len(word) > len(suffix) + 3 and word.endswith(suffix):
+                word = word[: -len(suffix)]
+                break
+        out.append(word)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Snippet:
+    source: str  # "refunds.md#Refund window"
+    title: str
+    text: str
+    score: float = 0.0
+
+
+def split_sections(name: str, markdown: str) -> list[Snippet]:
+    """One snippet per heading (text before the first heading belongs to the file title)."""
+    sections: list[Snippet] = []
+    title = name
+    lines: list[str] = []
+
+    def flush() -> None:
+        body = "\n".join(lines).strip()
+        if body:
+            sections.append(Snippet(f"{name}#{title}", title, body))
+
+    for line in markdown.splitlines():
+        m = _HEADING.match(line)
+        if m:
+            flush()
+            lines = []
+            title = m.group(2)
+            continue
+        lines.append(line)
+    flush()
+    return sections
+
+
+class Bm25:
+    """Okapi BM25 with Lucene's always-positive IDF.
+
+    Written out (a few lines) rather than taken from rank-bm25, whose Okapi IDF goes
+    negative for a term in more than half the documents: with a knowledge base of a
+    handful of sections that hides exactly the sections that match.
+    """
+
+    def __init__(self, corpus: Sequence[Sequence[str]], k1: float = 1.2, b: float = 0.75) -> None:
+        self.k1, self.b = k1, b
+        self.docs = [Counter(doc) for doc in corpus]
+        self.lengths = [len(doc) for doc in corpus]
+        self.avg_len = (sum(self.lengths) / len(corpus)) if corpus else 0.0
+        df: Counter[str] = Counter()
+        for doc in self.docs:
+            df.update(doc.keys())
+        n = len(corpus)
+        self.idf = {t: math.log(1 + (n - f + 0.5) / (f + 0.5)) for t, f in df.items()}
+
+    def scores(self, query: Sequence[str]) -> list[float]:
+        out = []
+        for doc, length in zip(self.docs, self.lengths, strict=True):
+            norm = self.k1 * (1 - self.b + self.b * length / (self.avg_len or 1.0))
+            score = 0.0
+            for term in query:
+                tf = doc.get(term, 0)
+                if tf:
+                    score += self.idf[term] * tf * (self.k1 + 1) / (tf + norm)
+            out.append(score)
+        return out
+
+
+class KnowledgeBase:
+    """BM25 over sections; an empty base simply finds nothing."""
+
+    def __init__(self, sections: Sequence[Snippet]) -> None:
+        self.sections = list(sections)
+        self._bm25 = Bm25([tokenize(f"{s.title} {s.title} {s.text}") for s in self.sections])
+
+    @classmethod
+    def from_dir(cls, folder: Path) -> KnowledgeBase:
+        sections: list[Snippet] = []
+        for path in sorted(folder.glob("*.md")):
+            try:
+                sections.extend(split_sections(path.name, path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError):
+                logger.exception("cannot read knowledge base file %s", path)
+        return cls(sections)
+
+    def search(self, query: str, k: int = 3) -> list[Snippet]:
+        terms = tokenize(query)
+        if not self.sections or not terms or k <= 0:
+            return []
+        scores = self._bm25.scores(terms)
+        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+        out: list[Snippet] = []
+        for i in ranked[:k]:
+            if scores[i] <= 0:
+                break
+            s = self.sections[i]
+            out.append(Snippet(s.source, s.title, s.text, scores[i]))
+        return out
+
+
+class KnowledgeStore:
+    """Finds and caches each community's knowledge base under ``kb_dir``."""
+
+    def __init__(self, kb_dir: Path, *, recheck_s: float = 5.0) -> None:
+        self.kb_dir = kb_dir
+        self.recheck_s = recheck_s  # how often to look for edited files (stat calls)
+        self._cache: dict[Path, tuple[tuple[tuple[str, int, int], ...], KnowledgeBase]] = {}
+        self._resolved: dict[str, tuple[float, KnowledgeBase]] = {}
+
+    def folder_for(self, community_id: str) -> Path:
+        if _SAFE_ID.match(community_id) and community_id not in (".", ".."):
+            own = self.kb_dir / community_id
+            if own.is_dir() and any(own.glob("*.md")):
+                return own
+        return self.kb_dir / "default"
+
+    def get(self, community_id: str) -> KnowledgeBase:
+        now = time.monotonic()
+        hit = self._resolved.get(community_id)
+        if hit is not None and now - hit[0] < self.recheck_s:
+            return hit[1]
+        folder = self.folder_for(community_id)
+        try:
+            signature = tuple(
+                (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+                for p in sorted(folder.glob("*.md"))
+            )
+        except OSError:
+            signature = ()
+        cached = self._cache.get(folder)
+        if cached is None or cached[0] != signature:
+            kb = KnowledgeBase.from_dir(folder) if signature else KnowledgeBase([])
+            cached = (signature, kb)
+            self._cache[folder] = cached
+            logger.info("knowledge base %s: %d sections", folder, len(kb.sections))
+        self._resolved[community_id] = (now, cached[1])
+        return cached[1]
+
+    def search(self, community_id: str, query: str, k: int = 3) -> list[Snippet]:
+        return self.get(community_id).search(query, k)
