@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
@@ -90,6 +90,8 @@ class Core:
         # (platform, community, message-or-thread id) -> the open flag its replies escalate
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
         self._second = second_opinion
+        self._boot = time.time_ns()
+        self._incident_seq = 0
         self._reviews: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
 
@@ -243,7 +245,7 @@ class Core:
     async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
         now = self._clock.now()
         ck = community_key(event.platform, event.community_id)
-        incident = self._incidents.add(ck, event.text, now, key=uuid.uuid4().hex[:16])
+        incident = self._incidents.add(ck, event.text, now, key=self._incident_key())
         outcome = await self.flags.raise_flag(
             event.platform,
             event.community_id,
@@ -265,6 +267,12 @@ class Core:
                     verdict.severity,
                 )
             )
+
+    def _incident_key(self) -> str:
+        """A new incident's name: unique across restarts without asking the OS for entropy
+        (``uuid4`` reads ``/dev/urandom``, which is slow on some hosts)."""
+        self._incident_seq += 1
+        return f"{self._boot:x}-{self._incident_seq}"
 
     async def _escalate(self, wf: WatchedFlag) -> None:
         """Re-score the flagged thread: pile-on, velocity, reach, repeats."""

@@ -110,3 +110,10 @@ def test_incidents_expire_with_the_window() -> None:
     index.add("c", "the app crashes on launch", at(0), key="flag-1")
     assert index.match("c", "the app crashes on launch again", at(30)) == "flag-1"
     assert index.match("c", "the app crashes on launch again", at(61)) is None
+
+
+def test_a_storm_of_identical_complaints_is_one_incident_counted_in_full() -> None:
+    index = IncidentIndex(samples_per_incident=3)
+    keys = {index.add("c1", "the checkout page is down again", at(i)) for i in range(50)}
+    assert len(keys) == 1
+    assert index.incident_sizes("c1", at(50)) == {keys.pop(): 50}

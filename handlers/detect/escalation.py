@@ -188,35 +188,77 @@ class _Entry:
 
 
 @dataclass(slots=True)
+class _Community:
+    """One community's recent complaints, with an inverted index from shingle to entries."""
+
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    postings: dict[str, set[int]] = field(default_factory=dict)
+    next_id: int = 0
+    samples: dict[str, int] = field(default_factory=dict)  # stored entries per incident
+    arrivals: dict[str, list[datetime]] = field(default_factory=dict)  # every complaint
+
+
+@dataclass(slots=True)
 class IncidentIndex:
     """Groups near-duplicate complaints within a time window into one incident.
 
     One object per process (or per test) holds every community's recent complaints;
     pass it in where needed. ``match`` finds the incident a text belongs to, ``add``
-    records a complaint (joining an incident or starting one).
+    records a complaint (joining an incident or starting one). Candidates come from an
+    inverted index on shingles, so a burst of complaints costs what the shared shingles
+    cost, not one comparison with every complaint in the window.
     """
 
     window: timedelta = timedelta(hours=6)
     min_similarity: float = 0.5
-    _entries: dict[str, list[_Entry]] = field(default_factory=dict)
+    samples_per_incident: int = 8
+    """An incident keeps this many of its texts to match against; a storm of identical
+    complaints then costs a bounded comparison each, while every one is still counted."""
+    _communities: dict[str, _Community] = field(default_factory=dict)
     _counter: int = 0
 
-    def _prune(self, community_id: str, now: datetime) -> list[_Entry]:
-        entries = self._entries.get(community_id, [])
+    def _prune(self, community_id: str, now: datetime) -> _Community:
+        com = self._communities.get(community_id)
+        if com is None:
+            com = self._communities[community_id] = _Community()
+            return com
         start = now - self.window
-        kept = [e for e in entries if e.at >= start]
-        self._entries[community_id] = kept
-        return kept
+        stale = [i for i, e in com.entries.items() if e.at < start]
+        for i in stale:
+            entry = com.entries.pop(i)
+            com.samples[entry.key] -= 1
+            if not com.samples[entry.key]:
+                del com.samples[entry.key]
+            for sh in entry.shingles:
+                ids = com.postings.get(sh)
+                if ids is not None:
+                    ids.discard(i)
+                    if not ids:
+                        del com.postings[sh]
+        for key in list(com.arrivals):
+            kept = [t for t in com.arrivals[key] if t >= start]
+            if kept:
+                com.arrivals[key] = kept
+            else:
+                del com.arrivals[key]
+        return com
 
     def match(self, community_id: str, text: str, now: datetime) -> str | None:
         """The incident key of the most similar recent complaint, if similar enough."""
-        sh = shingles(text)
+        return self._match(self._prune(community_id, now), shingles(text))
+
+    def _match(self, com: _Community, sh: frozenset[str]) -> str | None:
+        shared: dict[int, int] = {}
+        for s in sh:
+            for i in com.postings.get(s, ()):
+                shared[i] = shared.get(i, 0) + 1
         best_key: str | None = None
         best = self.min_similarity
-        for e in self._prune(community_id, now):
-            sim = jaccard(sh, e.shingles)
+        for i, inter in shared.items():
+            entry = com.entries[i]
+            sim = inter / (len(sh) + len(entry.shingles) - inter)
             if sim >= best:
-                best_key, best = e.key, sim
+                best_key, best = entry.key, sim
         return best_key
 
     def add(self, community_id: str, text: str, now: datetime, key: str | None = None) -> str:
@@ -225,21 +267,28 @@ class IncidentIndex:
         ``key`` names a new incident (e.g. the flag id); it is ignored when the text
         joins an existing incident.
         """
-        found = self.match(community_id, text, now)
+        com = self._prune(community_id, now)
+        sh = shingles(text)
+        found = self._match(com, sh)
         if found is None:
             if key is None:
                 self._counter += 1
                 key = f"{community_id}:incident:{self._counter}"
             found = key
-        self._entries.setdefault(community_id, []).append(_Entry(found, now, shingles(text)))
+        com.arrivals.setdefault(found, []).append(now)
+        if com.samples.get(found, 0) < self.samples_per_incident:
+            com.samples[found] = com.samples.get(found, 0) + 1
+            entry_id = com.next_id
+            com.next_id += 1
+            com.entries[entry_id] = _Entry(found, now, sh)
+            for s in sh:
+                com.postings.setdefault(s, set()).add(entry_id)
         return found
 
     def incident_sizes(self, community_id: str, now: datetime) -> dict[str, int]:
         """How many complaints each live incident holds."""
-        sizes: dict[str, int] = {}
-        for e in self._prune(community_id, now):
-            sizes[e.key] = sizes.get(e.key, 0) + 1
-        return sizes
+        com = self._prune(community_id, now)
+        return {key: len(times) for key, times in com.arrivals.items()}
 
 
 def merge_keys(keys: Iterable[str | None]) -> list[str]:
