@@ -140,7 +140,11 @@ class Outbox:
     async def run_once(self) -> int:
         """Run everything due now; returns how many items ran."""
         now = self._clock.now()
-        items = await self._db.run(lambda s: queries.claim_due(s, now, self._batch))
+        # Work for a platform with no adapter yet waits in the outbox untouched.
+        platforms = sorted(self._executors)
+        items = await self._db.run(
+            lambda s: queries.claim_due(s, now, self._batch, platforms=platforms)
+        )
         if not items:
             return 0
         lanes: dict[str, list[OutboxRow]] = {}

@@ -10,8 +10,10 @@ on the database and PostgreSQL round-trips overlap.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -93,6 +95,10 @@ class Database:
         self.engine = make_engine(url, echo=echo)
         self.sqlite = is_sqlite(self.url)
         self.busy_retry_s = busy_retry_s
+        # SQLite has one writer at a time. Threads of this process take turns here rather
+        # than in SQLite's busy handler, which sleeps 1, 2, 5, 10… ms between tries and
+        # leaves the database idle; other processes still meet the busy timeout.
+        self._turn = threading.Lock() if self.sqlite else contextlib.nullcontext()
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -107,7 +113,7 @@ class Database:
         delay = 0.01
         while True:
             try:
-                with self.session() as session:
+                with self._turn, self.session() as session:
                     result = fn(session)
                     session.commit()
                     return result

@@ -609,7 +609,11 @@ def enqueue(
 
 
 def claim_due(
-    session: Session, now: datetime, limit: int, exclude: Sequence[int] = ()
+    session: Session,
+    now: datetime,
+    limit: int,
+    exclude: Sequence[int] = (),
+    platforms: Sequence[str] | None = None,
 ) -> list[Outbox]:
     """Claim due work. PostgreSQL skips rows another replica holds (FOR UPDATE SKIP LOCKED)."""
     query = (
@@ -620,6 +624,10 @@ def claim_due(
     )
     if exclude:
         query = query.where(col(Outbox.id).not_in(list(exclude)))
+    if platforms is not None:
+        query = query.where(col(Outbox.platform).in_(list(platforms)))
+    if platforms is not None:
+        query = query.where(col(Outbox.platform).in_(list(platforms)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     items = list(session.scalars(query))
