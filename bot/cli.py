@@ -7,11 +7,14 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from bot.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from handlers.detect import LlmJudge
 
 app = typer.Typer(
     help="Rapport: a community engagement bot for social CRM.",
@@ -83,7 +86,19 @@ def eval_detector(
     """Score the detector on a labelled CSV; the last line is one JSON object."""
     from bot.eval_command import eval_detector_command
 
-    eval_detector_command(file, text_column, label_column, positive, feedback, llm)
+    eval_detector_command(
+        file, text_column, label_column, positive, feedback, llm, llm_judge=_llm_judge
+    )
+
+
+def _llm_judge() -> LlmJudge | None:
+    """The configured LLM as a judge for ``eval-detector --llm`` (None without one)."""
+    settings = _settings()
+    if not settings.llm_enabled:
+        return None
+    from bot.llm import OpenAIChatClient
+
+    return OpenAIChatClient.from_settings(settings)
 
 
 @db_app.command("upgrade")

@@ -1,7 +1,9 @@
 """Body of ``rapport eval-detector``: measure the detector on a labelled CSV file.
 
 The lead wires it into the Typer app; it prints a rich progress bar and a short table,
-then the figures as one JSON object on the very last line (for scripts and CI).
+then the figures as one JSON object on the very last line (for scripts and CI): keys n,
+precision, recall, f1, macro_f1, msgs_per_s, feedback (rows replayed as decisions),
+feedback_actions and llm_share. Errors are one line on stderr, exit code 2.
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ def eval_detector_command(
     try:
         rows = load_labelled_csv(file, text_column, label_column, positive)
     except EvalInputError as exc:
-        err.print(f"error: {exc}", markup=False, highlight=False)
+        err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
     if feedback < 0 or feedback >= len(rows):
         err.print(
             f"error: --feedback must be between 0 and {len(rows) - 1} for {len(rows)} rows",
             markup=False,
             highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(2)
     judge: LlmJudge | None = None
@@ -87,4 +90,7 @@ def eval_detector_command(
     )
     out.print(table)
     # Plain print: the last line must be exactly one JSON object, unwrapped by Rich.
-    print(json.dumps(result, sort_keys=True))
+    # "feedback" is the number of replayed decisions; the buttons' breakdown is beside it.
+    actions = {k: v for k, v in result["feedback"].items() if k != "n"}
+    summary = {**result, "feedback": result["feedback"]["n"], "feedback_actions": actions}
+    print(json.dumps(summary, sort_keys=True))

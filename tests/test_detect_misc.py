@@ -100,7 +100,7 @@ def test_evaluate_reports_all_keys_and_replays_feedback() -> None:
 
 def test_feedback_replay_uses_manager_buttons() -> None:
     detector = Detector.default()
-    text = "the blue paint looks a lot more grey than in the photos"
+    text = "the green is a bit darker than on the website"
     result = evaluate([(text, True), (text, True)], detector, feedback_n=1)
     assert result["feedback"]["manual_flag"] == 1
     assert result["recall"] == 1.0
@@ -111,7 +111,15 @@ def test_eval_command_prints_json_last(tmp_path: Path, capsys: pytest.CaptureFix
     eval_detector_command(path, "text", "label", "1", llm=True)
     out = capsys.readouterr().out.strip().splitlines()
     assert "no LLM configured" in out[0]
-    assert json.loads(out[-1])["n"] == len(ROWS)
+    summary = json.loads(out[-1])
+    assert summary["n"] == len(ROWS)
+    assert summary["feedback"] == 0  # rows replayed as decisions, a number
+    assert set(summary["feedback_actions"]) == {
+        "confirmed",
+        "dismissed",
+        "manual_flag",
+        "no_action",
+    }
 
 
 def test_eval_command_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -109,7 +109,7 @@ def test_learned_dismissal_applies_to_the_next_message(detector: Detector) -> No
 
 
 def test_learned_manual_flag_applies_to_the_next_message(detector: Detector) -> None:
-    text = "the blue paint looks a lot more grey than in the photos"
+    text = "the green is a bit darker than on the website"
     assert not detector.judge(text, "shop").is_negative
     detector.learn("shop", text, True)
     assert detector.judge(text, "shop").is_negative

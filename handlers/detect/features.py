@@ -16,6 +16,7 @@ from handlers.detect.lexicon import (
     ACTION_VERBS,
     ATTEMPT_NOUNS,
     FIRST_PERSON,
+    INFO_QUESTION_STARTS,
     NEGATIVE_EMOJI,
     NEGATORS,
     NUMBER_WORDS,
@@ -226,8 +227,13 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     if first in QUESTION_STARTERS:
         vals["#qstart"] = 1.0
         is_question = True
+    if n_toks > 1 and first + " " + toks[1] in INFO_QUESTION_STARTS:
+        vals["#infoq"] = 1.0
+        is_question = True
     if excl:
-        vals["#excl"] = 1.0 if excl == 1 else 1.5
+        # "!" intensifies whatever the message is: excitement without complaint cues,
+        # exasperation with them.
+        vals["#excl_x_cue" if cues else "#excl"] = 1.0 if excl == 1 else 1.5
     if n_you:
         vals["#you"] = 1.0 if n_you == 1 else 1.5
     if n_my:

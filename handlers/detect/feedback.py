@@ -1,33 +1,79 @@
 """Per-community adaptation from a manager's decisions (Dismiss, Flag, Confirm).
 
-Two small pieces per community, both effective for the very next message and both
-explainable: an online logistic layer over the same features as the shared model (it
-learns that "brutal" is banter in a game server) and a nearest-neighbour memory of the
-messages themselves (so a dismissed message's near-twin is not flagged again, and the
-card can say "similar to 2 dismissed messages"). The shared model is never modified, so
-one community's feedback cannot make another community forget the default.
+Each community gets a small logistic layer on top of the shared model, refitted over
+*all* of that community's stored decisions whenever a new one arrives (warm-started, a
+few epochs: milliseconds for a few hundred decisions), so it is effective for the very
+next message. The layer adds to the shared model's logit:
+
+* a community bias (its base rate: a complaint-heavy community moves it up),
+* a calibration slope on the shared logit,
+* weights over the message's word unigrams and bigrams (hashed) and the shared model's
+  readable cue features (it learns that "brutal" is banter in a game server).
+
+Every weight is L2-regularised towards zero, so with few decisions the community keeps
+the shared default, and the shared model itself is never modified: one community's
+feedback cannot change another community's verdicts.
+
+Managers only act on what they see: they confirm or dismiss flags and flag by hand what
+the detector missed. Messages the detector left unflagged and nobody flagged are "no
+action": weak evidence that they were fine. Without them the decisions would be a biased
+sample (mostly complaints) and the layer would learn to flag everything, so the
+community keeps a bounded pool of recent unflagged messages (as hashed features only,
+never text) that count as implicit non-complaints with a reduced weight; a later manual
+flag of the same message removes it from the pool.
+
+A nearest-neighbour memory of the decisions themselves complements the layer: a
+dismissed message's near-twin is not flagged again, and the card can say "similar to 2
+dismissed messages".
 """
 
 from __future__ import annotations
 
 import math
+import random
+from array import array
+from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from handlers.detect.features import Features
+from handlers.detect.lexicon import PHRASE_GROUPS, WORD_GROUPS, words
 
 
 @dataclass(frozen=True, slots=True)
 class FeedbackConfig:
-    """Tuning for adaptation; defaults chosen on the project's own seed examples."""
+    """Tuning for adaptation, chosen by replaying held-out domains of the project's own
+    seed examples (``python -m handlers.detect.tune``), never on an evaluation file."""
 
-    learning_rate: float = 0.6
-    """Step size of the per-community logistic layer (AdaGrad-scaled per feature)."""
-    min_similarity: float = 0.5
-    """Jaccard similarity of content words above which a remembered example counts."""
+    l2: float = 4.0
+    """Pull of each learned word/cue weight towards zero, in decisions' worth of
+    log-loss: a word needs a few consistent decisions before it moves a verdict much."""
+    l2_cues: float = 1.0
+    """Pull of the weights of the readable cue features (``#question``...) towards zero."""
+    l2_bias: float = 4.0
+    """Pull of the community bias and calibration slope towards zero."""
+    implicit_weight: float = 0.5
+    """Weight of a "no action" message (left unflagged, never flagged by hand) relative
+    to an explicit decision: weaker, since nobody necessarily read it."""
+    pool_size: int = 1000
+    """Most recent unflagged messages kept per community as implicit non-complaints."""
+    learning_rate: float = 0.3
+    """AdaGrad step size of the refit."""
+    epochs: int = 8
+    """Epochs of a warm refit (after one more decision)."""
+    cold_epochs: int = 24
+    """Epochs of a refit from scratch (first fit, or after many new decisions)."""
+    max_examples: int = 3000
+    """Only this many most recent decisions take part in a refit."""
+    max_steps: int = 20000
+    """Cap on example visits in a warm refit (a cold one gets four times as many), so a
+    decision costs a bounded fraction of a second even in a very busy community."""
+    min_similarity: float = 0.6
+    """Jaccard similarity of content words above which a remembered decision counts."""
     max_pull: float = 0.9
-    """How far an identical remembered example pulls the probability to its label."""
+    """How far an identical remembered decision pulls the probability to its label."""
     memory_size: int = 5000
-    """Oldest remembered examples are dropped past this many."""
+    """Oldest remembered decisions are dropped from the neighbour memory past this."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +93,8 @@ def _signature(content: frozenset[str]) -> tuple[int, ...]:
     Uses the process's string hash, which is fine because memories are rebuilt from
     persisted decisions at start-up rather than stored.
     """
-    return tuple(min(hash(w) ^ salt for w in content) for salt in _SALTS)
+    hs = [hash(w) for w in content]
+    return tuple(min([h ^ salt for h in hs]) for salt in _SALTS)
 
 
 @dataclass(slots=True)
@@ -55,7 +102,7 @@ class NeighbourMemory:
     """Remembered feedback messages, found again through min-hash buckets.
 
     Two sets with Jaccard similarity J share a given min-hash with probability J, so
-    four buckets find a 0.5-similar example 94% of the time while touching only a few
+    four buckets find a 0.6-similar example 97% of the time while touching only a few
     candidates, keeping ``judge`` fast when a community has thousands of decisions.
     """
 
@@ -91,17 +138,18 @@ class NeighbourMemory:
             candidates.update(self.buckets.get((band, value), ()))
         found: list[Neighbour] = []
         n = len(content)
+        min_sim = self.config.min_similarity
         for i in candidates:
             ex = self.examples[i]
             if ex is None:
                 continue
-            words, label = ex
-            m = len(words)
-            if m > 2 * n or n > 2 * m:  # Jaccard >= 0.5 is impossible
+            other, label = ex
+            m = len(other)
+            if min(m, n) < min_sim * max(m, n):  # the similarity bound is unreachable
                 continue
-            inter = len(content & words)
+            inter = len(content & other)
             sim = inter / (n + m - inter)
-            if sim >= self.config.min_similarity:
+            if sim >= min_sim:
                 found.append(Neighbour(sim, label))
         found.sort(key=lambda nb: -nb.similarity)
         return found[:k]
@@ -114,49 +162,189 @@ class NeighbourMemory:
                 return
 
 
+_BASE_KEY = hash("#base_logit")
+"""Feature id of the calibration slope: the shared logit, scaled down."""
+_BASE_SCALE = 0.25
+
+
+@dataclass(slots=True)
+class Example:
+    """One training example of a community layer: hashed features and the shared logit."""
+
+    keys: array[int]
+    values: array[float]
+    base: float
+    label: float
+    weight: float
+
+
+_CUE_NAMES: frozenset[str] = frozenset(
+    {"#" + g for g in (*WORD_GROUPS.values(), *PHRASE_GROUPS.values())}
+    | {
+        "#" + name
+        for name in words(
+            "negpraise negstrong negaction dur dur_hours dur_days attempts cues pos_x_cue "
+            "q_x_cue pos_only no_cue vneg vpos negs q qstart infoq excl excl_x_cue you my "
+            "short long caps emoji_pos emoji_neg"
+        )
+    }
+)
+"""Every readable ``#`` cue feature ``features.extract`` can produce."""
+_CUE_KEYS: frozenset[int] = frozenset(hash(k) for k in _CUE_NAMES)
+
+
+def encode(values: Mapping[str, float], base: float, label: float, weight: float) -> Example:
+    """Hash a feature dict into a compact example (no text is kept)."""
+    keys = array("q", map(hash, values))
+    vals = array("d", values.values())
+    keys.append(_BASE_KEY)
+    vals.append(max(-2.0, min(2.0, base * _BASE_SCALE)))
+    return Example(keys, vals, base, label, weight)
+
+
+def _sigmoid(z: float) -> float:
+    if z < -30.0:
+        return 0.0
+    if z > 30.0:
+        return 1.0
+    return 1.0 / (1.0 + math.exp(-z))
+
+
 @dataclass(slots=True)
 class CommunityModel:
-    """One community's learned offset to the shared model, plus its memory."""
+    """One community's learned layer over the shared model, its memory and its pool."""
 
     config: FeedbackConfig
-    weights: dict[str, float] = field(default_factory=dict)
-    grad_sq: dict[str, float] = field(default_factory=dict)
+    weights: dict[int, float] = field(default_factory=dict)
     bias: float = 0.0
-    bias_sq: float = 0.0
-    memory: NeighbourMemory | None = None
     decisions: int = 0
+    examples: list[Example] = field(default_factory=list)
+    pool: OrderedDict[int, Example] = field(default_factory=OrderedDict)
+    memory: NeighbourMemory | None = None
+    dirty: bool = False
+    judged: bool = False
+    """Whether any message of this community was judged yet (live, not start-up)."""
+    fitted_on: int = 0
+    """How many decisions the current weights were fitted on."""
 
     def __post_init__(self) -> None:
         if self.memory is None:
             self.memory = NeighbourMemory(self.config)
 
-    def logit_offset(self, feats: Features) -> float:
-        """What this community adds to the shared model's logit."""
-        z = self.bias
-        w = self.weights
-        if w:
-            for k, v in feats.values.items():
-                x = w.get(k)
-                if x is not None:
-                    z += x * v
-        return z
+    # -- recording ----------------------------------------------------------------------
 
-    def update(self, feats: Features, base_logit: float, is_negative: bool) -> None:
-        """One AdaGrad step on the log-loss of this decision, then remember it."""
-        z = base_logit + self.logit_offset(feats)
-        p = 1.0 / (1.0 + math.exp(-max(-30.0, min(30.0, z))))
-        g = (1.0 if is_negative else 0.0) - p
-        lr = self.config.learning_rate
-        self.bias_sq += g * g
-        self.bias += lr * g / math.sqrt(1.0 + self.bias_sq)
-        for k, v in feats.values.items():
-            gv = g * v
-            sq = self.grad_sq.get(k, 0.0) + gv * gv
-            self.grad_sq[k] = sq
-            self.weights[k] = self.weights.get(k, 0.0) + lr * gv / math.sqrt(1.0 + sq)
+    def observe_unflagged(self, text_key: int, feats: Features, base_logit: float) -> None:
+        """Keep an unflagged message as an implicit non-complaint (bounded, hashed)."""
+        pool = self.pool
+        if text_key in pool:
+            pool.move_to_end(text_key)
+            return
+        pool[text_key] = encode(feats.values, base_logit, 0.0, self.config.implicit_weight)
+        if len(pool) > self.config.pool_size:
+            pool.popitem(last=False)
+
+    def add_decision(
+        self, text_key: int, feats: Features, base_logit: float, is_negative: bool
+    ) -> None:
+        """Store a manager's decision; the layer is refitted before the next verdict."""
+        self.pool.pop(text_key, None)
+        self.examples.append(encode(feats.values, base_logit, float(is_negative), 1.0))
         assert self.memory is not None
         self.memory.add(feats.content, is_negative)
         self.decisions += 1
+        self.dirty = True
+
+    def pool_weight(self) -> float:
+        """Total weight of the "no action" messages currently kept."""
+        return sum(ex.weight for ex in self.pool.values())
+
+    # -- fitting ------------------------------------------------------------------------
+
+    def refit(self) -> None:
+        """Refit the layer over all stored decisions plus the pool (warm-started)."""
+        cfg = self.config
+        self.dirty = False
+        data = self.examples[-cfg.max_examples :] + list(self.pool.values())
+        if not self.examples:
+            self.weights = {}
+            self.bias = 0.0
+            self.fitted_on = 0
+            return
+        new = self.decisions - self.fitted_on
+        if new * 4 >= max(self.decisions, 1):
+            epochs = min(cfg.cold_epochs, max(2, 4 * cfg.max_steps // len(data)))
+        else:
+            epochs = min(cfg.epochs, max(1, cfg.max_steps // len(data)))
+        self.fitted_on = self.decisions
+        # Distribute each weight's L2 penalty over the examples it occurs in, so one
+        # epoch applies the full penalty ``l2 * w`` whatever the feature's frequency.
+        mass: dict[int, float] = {}
+        total = 0.0
+        for ex in data:
+            total += ex.weight
+            for k in ex.keys:
+                mass[k] = mass.get(k, 0.0) + ex.weight
+        w = self.weights
+        bias = self.bias
+        sq: dict[int, float] = {}
+        bias_sq = 0.0
+        lr = cfg.learning_rate
+        l2 = cfg.l2
+        l2_bias = cfg.l2_bias
+        lams = {k: cfg.l2_cues for k in _CUE_KEYS}
+        lams[_BASE_KEY] = l2_bias
+        rng = random.Random(len(data))
+        order = list(range(len(data)))
+        for _ in range(epochs):
+            rng.shuffle(order)
+            for i in order:
+                ex = data[i]
+                keys = ex.keys
+                vals = ex.values
+                z = ex.base + bias
+                for j in range(len(keys)):
+                    x = w.get(keys[j])
+                    if x is not None:
+                        z += x * vals[j]
+                g = ex.weight * (ex.label - _sigmoid(z))
+                gb = g - l2_bias * bias * ex.weight / total
+                bias_sq += gb * gb
+                bias += lr * gb / math.sqrt(1.0 + bias_sq)
+                for j in range(len(keys)):
+                    k = keys[j]
+                    cur = w.get(k, 0.0)
+                    lam = lams.get(k, l2)
+                    gk = g * vals[j] - lam * cur * ex.weight / mass[k]
+                    s = sq.get(k, 0.0) + gk * gk
+                    sq[k] = s
+                    w[k] = cur + lr * gk / math.sqrt(1.0 + s)
+        # Drop negligible weights so ``judge`` touches fewer entries.
+        self.weights = {k: v for k, v in w.items() if abs(v) >= 1e-3}
+        self.bias = bias
+
+    # -- judging ------------------------------------------------------------------------
+
+    def offset(self, feats: Features, base_logit: float) -> float:
+        """What this community adds to the shared model's logit (refits if needed)."""
+        if self.dirty:
+            self.refit()
+        w = self.weights
+        z = self.bias + w.get(_BASE_KEY, 0.0) * max(-2.0, min(2.0, base_logit * _BASE_SCALE))
+        for k, v in feats.values.items():
+            x = w.get(hash(k))
+            if x is not None:
+                z += x * v
+        return z
+
+    def top_feature(self, feats: Features) -> tuple[str, float]:
+        """The learned word or cue that moves this message's logit most."""
+        w = self.weights
+        top, top_w = "", 0.0
+        for k, v in feats.values.items():
+            c = w.get(hash(k), 0.0) * v
+            if abs(c) > abs(top_w):
+                top, top_w = k, c
+        return top, top_w
 
     def blend(self, feats: Features, p: float) -> tuple[float, str]:
         """Pull ``p`` toward the labels of near-identical remembered messages."""
@@ -176,3 +364,13 @@ class CommunityModel:
             parts.append(f"{flagged} flagged message{'s' if flagged > 1 else ''}")
         note = "similar to " + " and ".join(parts)
         return (1.0 - pull) * p + pull * target, note
+
+    def explain(self, feats: Features) -> str:
+        """A short note on how this community's decisions moved the score."""
+        n = self.decisions
+        head = f"learned from {n} decision{'s' if n != 1 else ''} in this community"
+        name, weight = self.top_feature(feats)
+        if name and abs(weight) >= 0.3:
+            way = "raises" if weight > 0 else "lowers"
+            return f'{head} ("{name.lstrip("#")}" {way} the score)'
+        return head

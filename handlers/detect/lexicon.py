@@ -111,7 +111,7 @@ WORD_GROUPS: Mapping[str, str] = _groups(
             "excellent fantastic perfect perfectly appreciate appreciated kudos shoutout "
             "best wonderful happy glad helpful friendly smooth brilliant lovely impressed "
             "impressive superb congrats congratulations legend nice cool enjoy enjoyed fun "
-            "excited stunning gorgeous beautiful kind awesome fab favourite favorite "
+            "excited stunning gorgeous beautiful awesome fab favourite favorite "
             "recommend delighted pleasant pleased grateful thankful heroes hero outstanding "
             "incredible yay woohoo stellar rock rocks exceptional seamless"
         ),
@@ -192,7 +192,8 @@ PHRASE_GROUPS: Mapping[str, str] = _groups(
             "can't_wait cant_wait no_worries no_problem no_complaints not_bad no_issues "
             "nothing_beats never_disappoint my_bad my_fault not_your all_good well_done "
             "thank_you works_great works_perfectly so_good so_happy much_appreciated "
-            "top_notch above_and keep_up big_fan good_luck"
+            "top_notch above_and keep_up big_fan good_luck so_kind very_kind how_kind "
+            "really_kind"
         ),
         "resolved": (
             "sorted_it fixed_it solved_it problem_solved works_now working_now "
@@ -222,6 +223,20 @@ ACTION_VERBS: frozenset[str] = words(
 QUESTION_STARTERS: frozenset[str] = words(
     "how what when where which who whom does do did is are can could would will should "
     "any anyone anybody may shall whats what's hows how's where's wheres whens"
+)
+
+# Openings of questions that ask for information or help rather than accuse ("can I
+# bring...", "is there..."); "why is..." and "how come..." are in ``rhetorical``.
+INFO_QUESTION_STARTS: frozenset[str] = frozenset(
+    s.replace("_", " ")
+    for s in words(
+        "can_i can_we can_you could_i could_you do_you do_i do_we does_the does_it "
+        "does_anyone is_there are_there is_it is_the will_there will_i will_the how_do "
+        "how_can how_long how_much how_many what_is what's_the whats_the what_are what_time "
+        "where_can where_do where_is which_is who_do who_can should_i may_i any_chance "
+        "any_way any_plans anyone_know does_anybody i_was_wondering quick_question "
+        "just_wondering wondering_if"
+    )
 )
 
 NUMBER_WORDS: Mapping[str, int] = MappingProxyType(

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from handlers.detect.model import DEFAULT_DATA_DIR, Detector, Verdict
 from handlers.detect.taxonomy import REASONS, SEVERITIES
+from handlers.draft.model import LlmError
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,12 @@ async def judge_with_llm(
         if stats is not None:
             stats.timeouts += 1
         logger.warning("LLM judge timed out after %.1fs; using the local verdict", timeout_s)
+        return local
+    except LlmError as exc:
+        # An endpoint that is down, slow or talking nonsense is expected: no traceback.
+        if stats is not None:
+            stats.errors += 1
+        logger.warning("LLM judge failed (%s); using the local verdict", exc)
         return local
     except Exception:
         if stats is not None:

@@ -3,7 +3,9 @@
 The shared weights are fitted only on the project's own seed examples
 (``prompts/detector/seed_*.tsv``) and shipped as ``prompts/detector/weights.json``;
 refit with ``python -m handlers.detect.model``. Each community adds its own feedback
-layer on top (see ``feedback.py``), so the shared default is never overwritten.
+layer on top (see ``feedback.py``), so the shared default is never overwritten; a
+community's unflagged messages are remembered (hashed, bounded) as "no action" evidence
+for that layer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 
 from handlers.detect.features import Features, extract
 from handlers.detect.feedback import CommunityModel, FeedbackConfig
-from handlers.detect.lexicon import load_vader_lexicon, words
+from handlers.detect.lexicon import STOPWORDS, load_vader_lexicon, words
 from handlers.detect.taxonomy import rationale_for, reason_for, severity_for
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "prompts" / "detector"
@@ -78,16 +80,30 @@ class LinearModel:
         return cls(bias=float(data["bias"]), weights=dict(data["weights"]))
 
 
-def load_seed(data_dir: Path = DEFAULT_DATA_DIR) -> list[tuple[str, bool]]:
-    """The project-written labelled examples: ``label<TAB>domain<TAB>text`` lines."""
-    rows: list[tuple[str, bool]] = []
+def load_seed_domains(data_dir: Path = DEFAULT_DATA_DIR) -> list[tuple[str, str, bool]]:
+    """The project-written labelled examples as ``(domain, text, is_complaint)``.
+
+    Files are ``seed_*.tsv`` with ``label<TAB>domain<TAB>text`` lines.
+    """
+    rows: list[tuple[str, str, bool]] = []
     for path in sorted(data_dir.glob("seed_*.tsv")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if not line.strip() or line.startswith("#"):
                 continue
-            label, _domain, text = line.split("\t", 2)
-            rows.append((text, label.strip() == "1"))
+            label, domain, text = line.split("\t", 2)
+            rows.append((domain.strip(), text, label.strip() == "1"))
     return rows
+
+
+def load_seed(data_dir: Path = DEFAULT_DATA_DIR) -> list[tuple[str, bool]]:
+    """The project-written labelled examples as ``(text, is_complaint)``."""
+    return [(text, y) for _domain, text, y in load_seed_domains(data_dir)]
+
+
+# Keys that mostly measure how long or wordy a message is: seed examples are short
+# chat lines, but the detector must work on longer posts too, so length must not
+# become evidence. Single stopwords ("and", "to") and the length flags are left out.
+STYLE_KEYS: frozenset[str] = STOPWORDS
 
 
 # Prior knowledge the seed must not overturn: a cue of trouble never argues *against* a
@@ -97,11 +113,11 @@ _NON_NEGATIVE = words(
     "#cues #safety #legal #notrecv #notwork #noreply #hold #strong #emotion #vneg "
     "#negpraise #negaction #dur #dur_hours #dur_days #attempts #repeat #churn #demand "
     "#rhetorical #blame #sarcasm #expect #persist #nobody #defect #delay #cancel "
-    "#emoji_neg #caps"
+    "#emoji_neg #caps #excl_x_cue"
 )
 _NON_POSITIVE = words(
     "#praise #positive #vpos #laugh #pos_only #resolved #emoji_pos #no_cue #hypo "
-    "#negstrong #elsewhere"
+    "#negstrong #elsewhere #infoq"
 )
 
 
@@ -111,21 +127,22 @@ def fit(
     *,
     epochs: int = 40,
     l2_dense: float = 1e-3,
-    l2_lexical: float = 1e-2,
+    l2_lexical: float = 3e-3,
     min_count: int = 2,
     seed: int = 7,
+    skip: frozenset[str] = STYLE_KEYS,
 ) -> LinearModel:
     """Fit logistic weights with AdaGrad; lexical keys are regularised harder.
 
     Lexical keys (tokens, bigrams) seen fewer than ``min_count`` times are dropped so
-    the model cannot memorise single seed sentences.
+    the model cannot memorise single seed sentences; ``skip`` keys never take part.
     """
     data = [(extract(text, valence).values, 1.0 if y else 0.0) for text, y in rows]
     counts: dict[str, int] = {}
     for vals, _ in data:
         for k in vals:
             counts[k] = counts.get(k, 0) + 1
-    keep = {k for k, c in counts.items() if k.startswith("#") or c >= min_count}
+    keep = {k for k, c in counts.items() if k not in skip and (k.startswith("#") or c >= min_count)}
     data = [({k: v for k, v in vals.items() if k in keep}, y) for vals, y in data]
     w: dict[str, float] = {}
     sq: dict[str, float] = {}
@@ -214,21 +231,39 @@ class Detector:
         return extract(text, self._valence)
 
     def judge(self, text: str, community_id: str | None = None) -> Verdict:
-        """Score one message; a community's feedback applies from the next message on."""
+        """Score one message; a community's feedback applies from the next message on.
+
+        With a ``community_id``, an unflagged message is remembered (hashed features
+        only, bounded) as "no action" evidence for that community's feedback layer.
+        """
         feats = extract(text, self._valence)
-        z = self._model.logit(feats)
-        note = ""
-        community = self._communities.get(community_id) if community_id is not None else None
-        if community is not None:
-            z += community.logit_offset(feats)
-            p, note = community.blend(feats, _sigmoid(z))
-        else:
-            p = _sigmoid(z)
+        base = self._model.logit(feats)
         threshold = self.threshold_for(community_id)
+        notes: list[str] = []
+        community = None
+        if community_id is not None:
+            community = self._communities.get(community_id)
+            if community is None:
+                community = CommunityModel(self._feedback_config)
+                self._communities[community_id] = community
+            community.judged = True
+        if community is not None and community.decisions:
+            offset = community.offset(feats, base)
+            p = _sigmoid(base + offset)
+            p_near, near_note = community.blend(feats, p)
+            if (p >= threshold) != (_sigmoid(base) >= threshold):
+                notes.append(community.explain(feats))
+            if near_note:
+                notes.append(near_note)
+            p = p_near
+        else:
+            p = _sigmoid(base)
         is_negative = p >= threshold
+        if community is not None and not is_negative:
+            community.observe_unflagged(hash(text), feats, base)
         rationale = rationale_for(feats, is_negative)
-        if note:
-            rationale = f"{rationale}; {note}"
+        if notes:
+            rationale = "; ".join([rationale, *notes])
         return Verdict(
             score=p,
             is_negative=is_negative,
@@ -242,17 +277,29 @@ class Detector:
     # -- feedback ------------------------------------------------------------------
 
     def learn(self, community_id: str, text: str, is_negative: bool) -> None:
-        """Record a manager's decision: Dismiss = False; manual or confirmed flag = True."""
+        """Record a manager's decision: Dismiss = False; manual or confirmed flag = True.
+
+        The community's layer is refitted (over all its decisions) before its next
+        verdict, so the decision counts from the very next message on.
+        """
         community = self._communities.get(community_id)
         if community is None:
             community = CommunityModel(self._feedback_config)
             self._communities[community_id] = community
         feats = extract(text, self._valence)
-        community.update(feats, self._model.logit(feats), is_negative)
+        community.add_decision(hash(text), feats, self._model.logit(feats), is_negative)
+        if community.judged:
+            # Live decision (a manager's click): refit now, off the ingestion path. At
+            # start-up replay nothing has been judged yet, so one refit happens lazily.
+            community.refit()
 
     def load_feedback(self, community_id: str, examples: Iterable[tuple[str, bool]]) -> None:
         """Rebuild a community's adaptation from persisted decisions, oldest first."""
-        self._communities.pop(community_id, None)
+        old = self._communities.pop(community_id, None)
+        community = CommunityModel(self._feedback_config)
+        if old is not None:
+            community.pool = old.pool  # what was observed still stands
+        self._communities[community_id] = community
         for text, is_negative in examples:
             self.learn(community_id, text, is_negative)
 
