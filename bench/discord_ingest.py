@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from sqlmodel import col  # noqa: E402
 
 from bot.app import build_runtime, default_judge  # noqa: E402
 from bot.discord_adapter import DiscordAdapter, configure_endpoints  # noqa: E402
+from bot.sandbox.delegating import DelegatingCore  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent  # noqa: E402
 from handlers.judging import Judge  # noqa: E402
@@ -115,14 +116,14 @@ def start_emulator() -> Emulator:
     return Emulator(proc, info)
 
 
-@dataclass
-class CountingCore:
+class CountingCore(DelegatingCore):
     """Forwards to the real core and counts committed NEW messages (to stop the clock)."""
 
-    inner: CommunityCore
-    target: int
-    delivered: Counter[str] = field(default_factory=Counter)
-    done: asyncio.Event = field(default_factory=asyncio.Event)
+    def __init__(self, inner: CommunityCore, target: int) -> None:
+        super().__init__(inner)
+        self.target = target
+        self.delivered: Counter[str] = Counter()
+        self.done = asyncio.Event()
 
     async def on_message(self, event: MessageEvent) -> None:
         await self.inner.on_message(event)
@@ -130,33 +131,6 @@ class CountingCore:
             self.delivered[event.message_id] += 1
             if len(self.delivered) >= self.target:
                 self.done.set()
-
-    async def on_reaction(self, event: ReactionEvent) -> None:
-        await self.inner.on_reaction(event)
-
-    async def on_member_join(self, event: MemberJoinEvent) -> None:
-        await self.inner.on_member_join(event)
-
-    async def register_community(
-        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
-    ) -> None:
-        await self.inner.register_community(platform, community_id, name, channels)
-
-    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
-        return await self.inner.is_watched(platform, community_id, channel_id)
-
-    async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None:
-        return await self.inner.last_message_id(platform, community_id, channel_id)
-
-    async def manual_flag(
-        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
-    ) -> FlagOutcome:
-        return await self.inner.manual_flag(platform, community_id, channel_id, message_id, actor)
-
-    async def status_text(self, platform: str, community_id: str) -> str:
-        return await self.inner.status_text(platform, community_id)
 
 
 async def _control(http: aiohttp.ClientSession, emu: Emulator, verb: str, **body: Any) -> Any:

@@ -24,6 +24,7 @@ from sqlmodel import Session, col
 
 from bot.app import Runtime, build_runtime
 from bot.discord_adapter import DiscordAdapter
+from bot.sandbox.delegating import DelegatingCore
 from bot.sandbox.discord_emulator import (
     PERM_MANAGE_GUILD,
     PERM_MANAGE_MESSAGES,
@@ -118,11 +119,11 @@ class MemoryCore:
         return sum(1 for m in message_ids if (platform, m) in self.rows)
 
 
-class ObservedCore:
+class ObservedCore(DelegatingCore):
     """Forwards to a real or stand-in core and records every call, waking waiters."""
 
     def __init__(self, inner: CommunityCore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.messages: list[MessageEvent] = []
         self.reactions: list[ReactionEvent] = []
         self.joins: list[MemberJoinEvent] = []
@@ -168,14 +169,6 @@ class ObservedCore:
         await self.inner.register_community(platform, community_id, name, channels)
         self.registered.append((community_id, channels))
         self._notify()
-
-    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
-        return await self.inner.is_watched(platform, community_id, channel_id)
-
-    async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None:
-        return await self.inner.last_message_id(platform, community_id, channel_id)
 
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str

@@ -22,6 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.sandbox.delegating import DelegatingCore
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.slack_adapter import SlackAdapter
 from handlers.events import (
@@ -219,11 +220,11 @@ class StandInCore:
         return self.flags.get(flag_id)
 
 
-class ObservedCore:
+class ObservedCore(DelegatingCore):
     """Delegates to a real CommunityCore and lets a test wait for what reached it."""
 
     def __init__(self, inner: CommunityCore) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.messages: list[MessageEvent] = []
         self._changed = asyncio.Condition()
 
@@ -236,33 +237,6 @@ class ObservedCore:
         self.messages.append(event)
         async with self._changed:
             self._changed.notify_all()
-
-    async def on_reaction(self, event: ReactionEvent) -> None:
-        await self.inner.on_reaction(event)
-
-    async def on_member_join(self, event: MemberJoinEvent) -> None:
-        await self.inner.on_member_join(event)
-
-    async def register_community(
-        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
-    ) -> None:
-        await self.inner.register_community(platform, community_id, name, channels)
-
-    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
-        return await self.inner.is_watched(platform, community_id, channel_id)
-
-    async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None:
-        return await self.inner.last_message_id(platform, community_id, channel_id)
-
-    async def manual_flag(
-        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
-    ) -> FlagOutcome:
-        return await self.inner.manual_flag(platform, community_id, channel_id, message_id, actor)
-
-    async def status_text(self, platform: str, community_id: str) -> str:
-        return await self.inner.status_text(platform, community_id)
 
 
 @dataclass

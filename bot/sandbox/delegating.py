@@ -1,0 +1,45 @@
+"""A CommunityCore that forwards every call to another one.
+
+Tests and benchmarks wrap the real core to watch what reaches it; subclassing this and
+overriding one method keeps each wrapper to the part that differs.
+"""
+
+from __future__ import annotations
+
+from handlers.events import MemberJoinEvent, MessageEvent, ReactionEvent
+from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
+
+
+class DelegatingCore:
+    def __init__(self, inner: CommunityCore) -> None:
+        self.inner = inner
+
+    async def on_message(self, event: MessageEvent) -> None:
+        await self.inner.on_message(event)
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        await self.inner.on_reaction(event)
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None:
+        await self.inner.on_member_join(event)
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None:
+        await self.inner.register_community(platform, community_id, name, channels)
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
+        return await self.inner.is_watched(platform, community_id, channel_id)
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None:
+        return await self.inner.last_message_id(platform, community_id, channel_id)
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome:
+        return await self.inner.manual_flag(platform, community_id, channel_id, message_id, actor)
+
+    async def status_text(self, platform: str, community_id: str) -> str:
+        return await self.inner.status_text(platform, community_id)
