@@ -118,6 +118,13 @@ class Outbox:
         self, session: Any, action: Action, dedupe_key: str, *, delay_s: float = 0.0
     ) -> bool:
         now = self._clock.now()
+        if isinstance(action, UpdateFlagCard) and queries.pending_with_prefix(
+            session, f"card-update:{action.flag_id}:"
+        ):
+            # The card is rendered from the flag's state when the update runs, so one
+            # pending update covers every change since: a storm of merges or escalations
+            # costs one chat.update, not hundreds (Slack allows about 50 a minute).
+            return False
         payload = action_to_payload(action)
         payload["lane"] = lane_of(action)
         return queries.enqueue(
@@ -139,6 +146,8 @@ class Outbox:
 
     async def run_once(self) -> int:
         """Run everything due now; returns how many items ran."""
+        if not self._executors:
+            return 0
         now = self._clock.now()
         # Work for a platform with no adapter yet waits in the outbox untouched.
         platforms = sorted(self._executors)

@@ -608,6 +608,22 @@ def enqueue(
     return bool(getattr(result, "rowcount", 0))
 
 
+def pending_with_prefix(session: Session, prefix: str) -> bool:
+    """Whether pending work exists whose key starts with ``prefix`` (a range scan on the
+    unique key index; ``prefix`` must end with ':', whose successor is ';')."""
+    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    row = session.execute(
+        select(col(Outbox.id))
+        .where(
+            col(Outbox.dedupe_key) >= prefix,
+            col(Outbox.dedupe_key) < upper,
+            col(Outbox.state) == "pending",
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
 def claim_due(
     session: Session,
     now: datetime,

@@ -291,3 +291,21 @@ async def test_near_duplicate_complaints_become_one_incident(db_url: str) -> Non
         )
         assert [f.incident_size for f in flags] == [3, 1]
         assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 2
+
+
+async def test_a_storm_of_duplicates_updates_the_card_once(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("checkout is broken, cannot pay", "m0", author="u0"))
+        await rt.settle()
+        slack.done.clear()  # the card and its draft update
+        for i in range(1, 20):
+            clock.advance(seconds=30)
+            await rt.core.on_message(
+                message("checkout is broken, cannot pay", f"m{i}", author=f"u{i}", at=clock.now())
+            )
+        await rt.settle()
+        updates = [a for a in slack.done if isinstance(a, UpdateFlagCard)]
+        assert len(updates) == 1
+        card = await rt.core.card((await _flag(rt)).id or 0)
+        assert card is not None and card.incident_size == 20
