@@ -196,7 +196,7 @@ class Core:
                 )
             )
         else:
-            await self._writer.submit(
+            fresh = await self._writer.submit(
                 NewMessageRow(
                     platform=event.platform,
                     community_id=event.community_id,
@@ -214,6 +214,8 @@ class Core:
                     permalink=event.permalink,
                 )
             )
+            if not fresh:
+                return  # a redelivery (retry, backfill): already judged and counted
             self.stats.messages += 1
         watched = self._watched_flag(event) if self._threads else None
         if watched is not None:

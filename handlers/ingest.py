@@ -14,7 +14,7 @@ import logging
 import sys
 
 from storage.db import Database
-from storage.queries import IngestOp, apply_ingest_batch
+from storage.queries import IngestOp, NewMessageRow, apply_ingest_batch, message_key
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ class IngestWriter:
     def __init__(self, db: Database, *, max_batch: int = 1000) -> None:
         self._db = db
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[IngestOp, asyncio.Future[None]]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[IngestOp, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.written = 0
@@ -47,13 +47,16 @@ class IngestWriter:
         if self._task is not None:
             await self._queue.join()
 
-    async def submit(self, op: IngestOp) -> None:
-        """Queue ``op`` and wait until it is committed."""
+    async def submit(self, op: IngestOp) -> bool:
+        """Queue ``op`` and wait until it is committed.
+
+        For a new message, False means it was already stored (a redelivery).
+        """
         if self._task is None:
             self.start()
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((op, fut))
-        await fut
+        return await fut
 
     async def _run(self) -> None:
         while True:
@@ -67,16 +70,16 @@ class IngestWriter:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _write(self, batch: list[tuple[IngestOp, asyncio.Future[None]]]) -> None:
+    async def _write(self, batch: list[tuple[IngestOp, asyncio.Future[bool]]]) -> None:
         ops = [op for op, _ in batch]
         try:
-            await self._db.run(lambda s: apply_ingest_batch(s, ops))
+            inserted = await self._db.run(lambda s: apply_ingest_batch(s, ops))
         except Exception:
             if len(batch) == 1:
                 logger.exception("ingest of %r failed", ops[0])
                 exc = sys.exc_info()[1]
                 assert exc is not None
-                _settle(batch[0][1], exc)
+                _settle(batch[0][1], False, exc)
                 return
             # One bad operation must not sink its neighbours: write them one by one.
             logger.warning("ingest batch of %d failed; retrying one by one", len(ops))
@@ -85,14 +88,19 @@ class IngestWriter:
             return
         self.batches += 1
         self.written += len(ops)
-        for _, fut in batch:
-            _settle(fut, None)
+        for op, fut in batch:
+            fresh = True
+            if isinstance(op, NewMessageRow):
+                key = message_key(op)
+                fresh = key in inserted
+                inserted.discard(key)  # a second copy in the same batch is a redelivery
+            _settle(fut, fresh, None)
 
 
-def _settle(fut: asyncio.Future[None], exc: BaseException | None) -> None:
+def _settle(fut: asyncio.Future[bool], value: bool, exc: BaseException | None) -> None:
     if fut.done():
         return
     if exc is None:
-        fut.set_result(None)
+        fut.set_result(value)
     else:
         fut.set_exception(exc)

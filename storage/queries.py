@@ -97,19 +97,29 @@ IngestOp = NewMessageRow | EditRow | DeleteRow | ReactionRow
 _MESSAGE_KEY = ["platform", "community_id", "channel_id", "message_id"]
 
 
-def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> None:
+MessageKey = tuple[str, str, str, str]
+
+
+def message_key(op: NewMessageRow) -> MessageKey:
+    return (op.platform, op.community_id, op.channel_id, op.message_id)
+
+
+def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> set[MessageKey]:
     """Apply ingestion operations in order, grouping runs of new messages into one INSERT.
 
     Inserts are ``ON CONFLICT DO NOTHING`` on the message key, so the same message
-    arriving twice (a retry, a backfill, two concurrent writers) is one row.
+    arriving twice (a retry, a backfill, two concurrent writers) is one row. Returns the
+    keys of the messages this call inserted: a redelivery is not news, and must not be
+    judged or counted again.
     """
+    inserted: set[MessageKey] = set()
     run: list[NewMessageRow] = []
     for op in ops:
         if isinstance(op, NewMessageRow):
             run.append(op)
             continue
         if run:
-            _insert_messages(session, run)
+            inserted |= _insert_messages(session, run)
             run = []
         if isinstance(op, EditRow):
             _apply_edit(session, op)
@@ -118,10 +128,11 @@ def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> None:
         else:
             _apply_reaction(session, op)
     if run:
-        _insert_messages(session, run)
+        inserted |= _insert_messages(session, run)
+    return inserted
 
 
-def _insert_messages(session: Session, rows: list[NewMessageRow]) -> None:
+def _insert_messages(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
     values = [
         {
             "platform": r.platform,
@@ -141,9 +152,29 @@ def _insert_messages(session: Session, rows: list[NewMessageRow]) -> None:
         }
         for r in rows
     ]
-    stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
-    session.execute(stmt, values)
-    _touch_members(session, rows)
+    stmt = (
+        _insert(session, Message)
+        .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
+        .returning(
+            col(Message.platform),
+            col(Message.community_id),
+            col(Message.channel_id),
+            col(Message.message_id),
+        )
+    )
+    inserted = {
+        (str(p), str(c), str(ch), str(m)) for p, c, ch, m in session.execute(stmt, values).all()
+    }
+    fresh: list[NewMessageRow] = []
+    seen: set[MessageKey] = set()
+    for r in rows:  # a batch may hold the same message twice: count it once
+        key = message_key(r)
+        if key in inserted and key not in seen:
+            seen.add(key)
+            fresh.append(r)
+    if fresh:
+        _touch_members(session, fresh)
+    return inserted
 
 
 def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:

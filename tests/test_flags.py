@@ -309,3 +309,16 @@ async def test_a_storm_of_duplicates_updates_the_card_once(db_url: str) -> None:
         assert len(updates) == 1
         card = await rt.core.card((await _flag(rt)).id or 0)
         assert card is not None and card.incident_size == 20
+
+
+async def test_redelivered_complaints_are_not_counted_twice(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack, _):
+        first = message("checkout is broken, cannot pay", "m0", author="u0")
+        second = message("checkout is broken, cannot pay!", "m1", author="u1")
+        for event in (first, second, second, first, second):  # retries and backfill
+            await rt.core.on_message(event)
+        await rt.settle()
+        flag = await _flag(rt)
+        assert flag.incident_size == 2
+        assert rt.core.stats.messages == 2

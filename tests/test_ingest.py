@@ -45,6 +45,7 @@ async def test_same_message_many_times_concurrently_is_one_row(db_url: str) -> N
         assert await _count(rt1, Message) == 40
         members = await rt1.db.run(lambda s: s.scalars(select(Member)).all())
         assert len(members) == 1
+        assert members[0].message_count == 40  # redeliveries are not counted again
 
 
 async def test_edit_updates_and_delete_erases_text_and_flag(db_url: str) -> None:
