@@ -89,6 +89,7 @@ class Core:
         self._incidents = incidents or IncidentIndex()
         # (platform, community, message-or-thread id) -> the open flag its replies escalate
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
+        self._incident_heads: dict[str, int] = {}  # incident key -> the flag that carries it
         self._second = second_opinion
         self._boot = time.time_ns()
         self._incident_seq = 0
@@ -131,6 +132,7 @@ class Core:
             if flag.incident_key and flag.quoted_text:
                 ck = community_key(flag.platform, flag.community_id)
                 self._incidents.add(ck, flag.quoted_text, flag.created_at, key=flag.incident_key)
+                self._incident_heads.setdefault(flag.incident_key, flag.id)
         await self.flags.resume_drafts()
 
     def _watch(self, wf: WatchedFlag) -> None:
@@ -255,8 +257,10 @@ class Core:
             event.message_id,
             verdict,
             incident_key=incident,
+            incident_head=self._incident_heads.get(incident),
         )
         if outcome.ok and outcome.flag_id is not None:
+            self._incident_heads[incident] = outcome.flag_id
             self.stats.flagged += 1
             self._watch(
                 WatchedFlag(

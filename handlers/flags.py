@@ -85,11 +85,26 @@ class FlagService:
         source: str = "detector",
         actor: str = "rapport",
         incident_key: str | None = None,
+        incident_head: int | None = None,
     ) -> FlagOutcome:
-        """Store a flag for a stored message and queue its card; merge into an incident."""
+        """Store a flag for a stored message and queue its card; merge into an incident.
+
+        ``incident_head`` is the flag the caller believes heads the incident: when it is
+        still open and in the window, a fresh message merges with one primary-key read.
+        """
         now = self._clock.now()
+        since = now - timedelta(minutes=self.policy.incident_window_min)
 
         def work(s: Session) -> tuple[FlagOutcome, int | None]:
+            if incident_key and incident_head is not None:
+                head = s.get(Flag, incident_head)
+                if (
+                    head is not None
+                    and head.incident_key == incident_key
+                    and head.state in OPEN_STATES
+                    and head.created_at >= since
+                ):
+                    return self._merge(s, head, message_id, verdict, now), None
             msg = queries.get_message(s, platform, community_id, channel_id, message_id)
             if msg is None or msg.id is None:
                 return FlagOutcome(
@@ -160,8 +175,14 @@ class FlagService:
             )
             .order_by(col(Flag.id))
         ).first()
-        if head is None or head.id is None:
+        if head is None:
             return None
+        return self._merge(s, head, msg.message_id, verdict, now)
+
+    def _merge(
+        self, s: Session, head: Flag, message_id: str, verdict: VerdictLike, now: datetime
+    ) -> FlagOutcome:
+        assert head.id is not None
         head.incident_size += 1
         head.version += 1
         if SEVERITY_RANK.get(verdict.severity, 0) > SEVERITY_RANK.get(head.severity, 0):
@@ -170,7 +191,7 @@ class FlagService:
                 head.next_reminder_at = self._sla_due(head.severity, head.created_at)
         head.escalation = f"{head.incident_size} similar complaints in this incident"
         s.add(head)
-        queries.audit(s, now, "rapport", "merged", head.id, f"message {msg.message_id} joined")
+        queries.audit(s, now, "rapport", "merged", head.id, f"message {message_id} joined")
         self._outbox.enqueue_in(s, UpdateFlagCard(head.id), f"card-update:{head.id}:{head.version}")
         return FlagOutcome(True, f"Added to incident flag #{head.id}.", head.state, head.id)
 
