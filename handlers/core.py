@@ -436,10 +436,14 @@ class Core:
         msgs, open_flags, members = await self._db.run(work)
         unwatched = sum(1 for p, c, _ in self._unwatched if p == platform and c == community_id)
         watching = "all readable channels" if not unwatched else f"all but {unwatched} channel(s)"
-        return (
+        text = (
             f"Rapport is listening: {msgs} messages logged from {members} members; "
             f"{open_flags} open flag(s); watching {watching}."
         )
+        if self._second is not None and self.stats.messages:
+            share = self.stats.reviewed / self.stats.messages
+            text += f" LLM judge: {share:.1%} of messages since start were borderline and reviewed."
+        return text
 
     # -- admin ----------------------------------------------------------------------------
     async def set_watched(

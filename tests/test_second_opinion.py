@@ -1,0 +1,64 @@
+"""Borderline verdicts go to the LLM judge; its validated answer decides, trouble falls back."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from sqlalchemy import select
+
+from bot.app import build_runtime
+from bot.sandbox.openai_emulator import Fault, OpenAIEmulator
+from bot.settings import Settings
+from handlers.detect import Detector
+from handlers.judging import community_key
+from storage.models import Flag
+from tests.core_helpers import message
+
+TEXT = "hmm, the new pricing page is kind of confusing tbh"
+COMPLAINT = json.dumps(
+    {"is_complaint": True, "reason": "pricing", "severity": "low", "rationale": "unclear pricing"}
+)
+
+
+def _borderline_detector() -> Detector:
+    """The shipped detector, with this community's threshold just above the text's score."""
+    detector = Detector.default()
+    score = detector.judge(TEXT).score
+    detector.set_sensitivity(community_key("discord", "g1"), min(0.99, score + 0.05))
+    assert not detector.judge(TEXT, community_key("discord", "g1")).is_negative
+    return detector
+
+
+async def _run(tmp_path: Path, llm: OpenAIEmulator) -> tuple[list[Flag], str]:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        DATABASE_URL=f"sqlite:///{tmp_path}/so.db",
+        LLM_BASE_URL=llm.base_url,
+        LLM_API_KEY="sk-test",
+        LLM_MODEL="m",
+        LLM_TIMEOUT_S=5,
+    )
+    async with build_runtime(settings, judge=_borderline_detector(), start_workers=False) as rt:
+        await rt.core.on_message(message(TEXT, "m1"))
+        await rt.settle()
+        flags = await rt.db.run(lambda s: list(s.scalars(select(Flag))))
+        status = await rt.core.status_text("discord", "g1")
+    return flags, status
+
+
+async def test_the_llm_confirms_a_borderline_complaint(tmp_path: Path) -> None:
+    async with OpenAIEmulator(default_answer=COMPLAINT) as llm:
+        flags, status = await _run(tmp_path, llm)
+        judged = [r for r in llm.requests if r.get("response_format")]
+    assert len(judged) == 1
+    assert TEXT not in json.dumps(judged[0]["messages"][0])  # member text never in the system part
+    assert [f.reason for f in flags] == ["pricing"]
+    assert "LLM judge: 100.0%" in status
+
+
+async def test_a_failing_llm_falls_back_to_the_local_verdict(tmp_path: Path) -> None:
+    async with OpenAIEmulator(default_answer=COMPLAINT) as llm:
+        llm.fail_next(Fault.SERVER_ERROR, 10)
+        flags, _ = await _run(tmp_path, llm)
+    assert flags == []
