@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,14 @@ class FixedDrafter:
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with sandbox(f"sqlite:///{tmp_path}/e2e.db", drafter=FixedDrafter()) as sb:
         yield sb
+
+
+async def _until(pred: Callable[[], bool], bound_s: float = 10.0) -> None:
+    """Yield to the bot until ``pred`` holds (bounded); nothing to wait on but its state."""
+    deadline = time.monotonic() + bound_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0)
 
 
 def _card_text(sb: Sandbox, ts: str) -> str:
@@ -54,3 +64,39 @@ async def test_discord_complaint_to_slack_card_to_discord_reply(box: Sandbox) ->
     assert request["allowed_mentions"]["parse"] == []
     await sb.slack.wait_for(lambda: "(replied)" in _card_text(sb, card["ts"]), timeout=10)
     assert len(sb.cards()) == 1
+
+
+async def test_two_managers_clicking_send_at_once_post_one_reply(box: Sandbox) -> None:
+    from bot.sandbox.stack import SECOND_MANAGER
+
+    sb = box
+    sb.discord.say(
+        sb.ids.members["bob"],
+        sb.ids.support,
+        "My order never arrived, 12 days late, and nobody answers my emails.",
+    )
+    await sb.slack.wait_for(lambda: len(sb.cards()) == 1, timeout=10)
+    ts = sb.cards()[0]["ts"]
+    await sb.slack.wait_for(
+        lambda: "Drafting" not in str(sb.slack.message(FLAGS_CHANNEL, ts)), timeout=10
+    )
+    await asyncio.gather(
+        sb.slack.click(FLAGS_CHANNEL, ts, "flag_send", MANAGER),
+        sb.slack.click(FLAGS_CHANNEL, ts, "flag_send", SECOND_MANAGER),
+    )
+    await sb.slack.wait_for(lambda: "(replied)" in _card_text(sb, ts), timeout=10)
+    await sb.rt.settle()
+    assert len(sb.discord.bot_messages(sb.ids.support)) == 1
+
+
+async def test_flag_for_follow_up_in_discord_puts_a_card_in_slack(box: Sandbox) -> None:
+    sb = box
+    mid = sb.discord.say(sb.ids.members["carol"], sb.ids.general, "the new logo is a bit meh")
+    await _until(lambda: sb.rt.core.stats.messages == 1)
+    record = sb.discord.invoke_message_command(sb.ids.members["mod"], "Flag for follow-up", mid)
+    reply = await sb.discord.wait_for_interaction_reply(record, timeout=10)
+    assert "Flagged" in reply or "flag" in reply.lower()
+    await sb.slack.wait_for(lambda: len(sb.cards()) == 1, timeout=10)
+    assert "carol" in sb.cards()[0]["text"]
+    denied = sb.discord.invoke_message_command(sb.ids.members["dan"], "Flag for follow-up", mid)
+    assert "Manage Messages" in await sb.discord.wait_for_interaction_reply(denied, timeout=10)
