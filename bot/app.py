@@ -13,12 +13,13 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from bot.llm import OpenAIChatClient
 from bot.settings import Settings
 from handlers.clock import Clock, SystemClock
 from handlers.core import Core
-from handlers.detect import Detector
+from handlers.detect import Detector, IncidentIndex
 from handlers.draft import Drafter
 from handlers.flags import FlagPolicy, FlagService
 from handlers.ingest import IngestWriter
@@ -108,7 +109,13 @@ async def build_runtime(
         flags = FlagService(db, clock, outbox, judge, policy_from(settings), drafter)
         writer = IngestWriter(db)
         core = Core(
-            db, clock, judge, flags, writer, second_opinion=second_opinion(settings, judge, llm)
+            db,
+            clock,
+            judge,
+            flags,
+            writer,
+            incidents=IncidentIndex(window=timedelta(minutes=flags.policy.incident_window_min)),
+            second_opinion=second_opinion(settings, judge, llm),
         )
         rt = Runtime(settings, db, clock, judge, outbox, flags, core, writer, llm=llm)
         await core.start()

@@ -48,7 +48,7 @@ class FlagPolicy:
     sla_minutes: dict[str, int]
     max_reminders: int = 3
     oncall_group: str | None = None
-    incident_window_min: int = 60
+    incident_window_min: int = 360  # near-duplicates this close in time are one incident
 
 
 class FlagService:
