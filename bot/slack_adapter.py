@@ -42,6 +42,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack_cards import (
@@ -329,6 +330,7 @@ class SlackAdapter:
         self.workflow = workflow
         self.flags_channel = flags_channel
         self.app_token = app_token
+        self.signing_secret = signing_secret or ""
         self.client = AsyncWebClient(
             token=bot_token,
             base_url=api_base,
@@ -383,7 +385,19 @@ class SlackAdapter:
         web_app.router.add_post(path, self.handle_http)
 
     async def handle_http(self, request: web.Request) -> web.Response:
-        bolt_resp = await self.app.async_dispatch(await to_bolt_request(request))
+        try:
+            bolt_req = await to_bolt_request(request)
+        except ValueError:
+            # Bolt parses the body before it checks the signature, so a body that is not
+            # what its content type says would be a 500. Check the signature ourselves:
+            # a forged request is still 401, a genuine but malformed one is 400.
+            body = await request.text()
+            verifier = SignatureVerifier(self.signing_secret)
+            if not verifier.is_valid_request(body, dict(request.headers)):
+                return web.json_response({"error": "invalid request"}, status=401)
+            logger.warning("refused a malformed Slack request (%d bytes)", len(body))
+            return web.json_response({"error": "malformed request"}, status=400)
+        bolt_resp = await self.app.async_dispatch(bolt_req)
         return await to_aiohttp_response(bolt_resp)
 
     async def start(self) -> None:
@@ -536,6 +550,9 @@ class SlackAdapter:
         if await self._is_self(user, bot_id):
             return
         ts = str(event.get("deleted_ts") or msg.get("ts") or "")
+        if not ts or not channel or (kind != MessageKind.DELETE and not (user or bot_id)):
+            logger.warning("ignored a message event without channel, ts or author")
+            return
         thread_ts = msg.get("thread_ts")
         team = self._team(body, context)
         me = await self._whoami()

@@ -7,6 +7,9 @@ adapters have their own end-to-end tests.
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -87,3 +90,11 @@ def message(
         created_at=at or datetime(2026, 1, 5, 9, 0, tzinfo=UTC),
         thread_id=thread,
     )
+
+
+async def until(pred: Callable[[], bool], bound_s: float = 10.0) -> None:
+    """Yield to the bot until ``pred`` holds (bounded): for state no event announces."""
+    deadline = time.monotonic() + bound_s
+    while not pred():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0)

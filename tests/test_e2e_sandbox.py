@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from bot.sandbox.stack import FLAGS_CHANNEL, MANAGER, OUTSIDER, Sandbox, sandbox
 from handlers.judging import DraftJob, DraftResult
+from tests.core_helpers import until
 
 
 class FixedDrafter:
@@ -23,14 +23,6 @@ class FixedDrafter:
 async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
     async with sandbox(f"sqlite:///{tmp_path}/e2e.db", drafter=FixedDrafter()) as sb:
         yield sb
-
-
-async def _until(pred: Callable[[], bool], bound_s: float = 10.0) -> None:
-    """Yield to the bot until ``pred`` holds (bounded); nothing to wait on but its state."""
-    deadline = time.monotonic() + bound_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0)
 
 
 def _card_text(sb: Sandbox, ts: str) -> str:
@@ -92,7 +84,7 @@ async def test_two_managers_clicking_send_at_once_post_one_reply(box: Sandbox) -
 async def test_flag_for_follow_up_in_discord_puts_a_card_in_slack(box: Sandbox) -> None:
     sb = box
     mid = sb.discord.say(sb.ids.members["carol"], sb.ids.general, "the new logo is a bit meh")
-    await _until(lambda: sb.rt.core.stats.messages == 1)
+    await until(lambda: sb.rt.core.stats.messages == 1)
     record = sb.discord.invoke_message_command(sb.ids.members["mod"], "Flag for follow-up", mid)
     reply = await sb.discord.wait_for_interaction_reply(record, timeout=10)
     assert "Flagged" in reply or "flag" in reply.lower()
