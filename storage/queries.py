@@ -239,6 +239,17 @@ def _apply_edit(session: Session, op: EditRow) -> None:
         )
     )
     if getattr(result, "rowcount", 0):
+        # A flag quotes what the member says now; its card shows it at its next update.
+        session.execute(
+            update(Flag)
+            .where(
+                col(Flag.platform) == op.platform,
+                col(Flag.community_id) == op.community_id,
+                col(Flag.channel_id) == op.channel_id,
+                col(Flag.message_id) == op.message_id,
+            )
+            .values(quoted_text=op.text)
+        )
         return
     # An edit for a message we never saw: keep it as a message first seen at edit time.
     stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)

@@ -67,7 +67,7 @@ async def test_edit_updates_and_delete_erases_text_and_flag(db_url: str) -> None
         assert row.text == "my order arrived broken, want a refund"
         assert row.edited_at is not None
         flag = await rt.db.run(lambda s: s.scalars(select(Flag)).one())
-        assert "broken" in flag.quoted_text
+        assert flag.quoted_text == "my order arrived broken, want a refund"  # the edited text
 
         await rt.core.on_message(replace(message("", "m1"), kind=MessageKind.DELETE))
         await rt.settle()
