@@ -235,6 +235,9 @@ class NullCore:
     ) -> str | None:
         return None
 
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        return []
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:

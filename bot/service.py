@@ -78,6 +78,14 @@ async def serve(
 Closer = Callable[[], Awaitable[None]]
 
 
+async def _quietly(work: Awaitable[object]) -> None:
+    """Run start-up catch-up work; a failure is logged, never fatal to the bot."""
+    try:
+        await work
+    except Exception:
+        logger.exception("start-up catch-up failed")
+
+
 async def attach_adapters(
     rt: Runtime, settings: Settings, web_app: web.Application, parts: dict[str, str]
 ) -> list[Closer]:
@@ -95,6 +103,7 @@ async def attach_adapters(
             slack.mount(web_app)
             parts["slack"] = "http /slack/events"
         closers.append(slack.close)
+        rt.tasks.append(asyncio.create_task(_quietly(slack.backfill()), name="slack-backfill"))
     if settings.discord_enabled and settings.DISCORD_TOKEN:
         from bot.discord_adapter import DiscordAdapter
 

@@ -408,6 +408,53 @@ class SlackAdapter:
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         logger.info("Slack Socket Mode connected")
 
+    async def backfill(self) -> int:
+        """Store what was said while Rapport was not listening; returns messages fed.
+
+        Events are acknowledged before they are stored, so a crash can lose one, and
+        nothing arrives while the bot is down. On start each channel Rapport has stored
+        messages from is read from ``conversations.history`` after the newest stored
+        one; the core recognises anything it already has. Replies in threads whose
+        parent is older than that are not in channel history and are not recovered.
+        """
+        fed = 0
+        try:
+            pairs = await self.core.known_channels(PLATFORM)
+        except Exception:
+            logger.exception("Slack backfill: could not list channels")
+            return 0
+        for team, channel in pairs:
+            if channel == self.flags_channel:
+                continue
+            last = await self.core.last_message_id(PLATFORM, team, channel)
+            if last is None:
+                continue
+            try:
+                missed = await self._history_after(channel, last)
+            except _CALL_ERRORS as exc:
+                logger.warning("Slack backfill of %s skipped: %s", channel, exc)
+                continue
+            for message in missed:
+                async with self._ordered(channel):
+                    await self._ingest_message(channel, message, {"team_id": team}, {})
+                fed += 1
+        if fed:
+            logger.info("Slack backfill stored %d message(s) missed while away", fed)
+        return fed
+
+    async def _history_after(self, channel: str, oldest: str) -> list[JSON]:
+        found: list[JSON] = []
+        cursor: str | None = None
+        while True:
+            resp = await self.client.conversations_history(
+                channel=channel, oldest=oldest, limit=200, cursor=cursor
+            )
+            found.extend(m for m in resp.get("messages") or [] if isinstance(m, dict))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                break
+        return sorted(found, key=lambda m: float(m.get("ts") or 0))
+
     async def close(self) -> None:
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]

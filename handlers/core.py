@@ -375,6 +375,10 @@ class Core:
             lambda s: queries.last_message_id(s, platform, community_id, channel_id)
         )
 
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        pairs = await self._db.run(lambda s: queries.channels_with_messages(s, platform))
+        return [p for p in pairs if (platform, *p) not in self._unwatched]
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:

@@ -101,6 +101,10 @@ class CommunityCore(Protocol):
         self, platform: str, community_id: str, channel_id: str
     ) -> str | None: ...
 
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        """(community, channel) pairs with stored messages, for backfill after downtime."""
+        ...
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome: ...

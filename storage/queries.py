@@ -381,6 +381,15 @@ def last_message_id(
     return str(row[0]) if row is not None else None
 
 
+def channels_with_messages(session: Session, platform: str) -> list[tuple[str, str]]:
+    rows = session.execute(
+        select(col(Message.community_id), col(Message.channel_id))
+        .where(col(Message.platform) == platform)
+        .distinct()
+    ).all()
+    return [(str(c), str(ch)) for c, ch in rows]
+
+
 def thread_messages(
     session: Session,
     platform: str,

@@ -99,6 +99,9 @@ class MemoryCore:
         ]
         return str(max(ids)) if ids else None
 
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        return []
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:

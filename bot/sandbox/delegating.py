@@ -36,6 +36,9 @@ class DelegatingCore:
     ) -> str | None:
         return await self.inner.last_message_id(platform, community_id, channel_id)
 
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        return await self.inner.known_channels(platform)
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:
