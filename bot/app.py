@@ -116,6 +116,7 @@ async def build_runtime(
             writer,
             incidents=IncidentIndex(window=timedelta(minutes=flags.policy.incident_window_min)),
             second_opinion=second_opinion(settings, judge, llm),
+            competitors=settings.competitors,
         )
         rt = Runtime(settings, db, clock, judge, outbox, flags, core, writer, llm=llm)
         await core.start()

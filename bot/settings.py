@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     SLA_LOW_MIN: int = Field(default=1440, ge=1)
     SLA_MAX_REMINDERS: int = Field(default=3, ge=0)
 
+    RAPPORT_COMPETITORS: str = ""
+
     RAPPORT_PROMPTS_DIR: Path = Path("prompts")
     RAPPORT_KB_DIR: Path = Path("prompts/kb")
 
@@ -97,6 +99,10 @@ class Settings(BaseSettings):
     @property
     def llm_enabled(self) -> bool:
         return self.LLM_BASE_URL is not None
+
+    @property
+    def competitors(self) -> tuple[str, ...]:
+        return tuple(n.strip() for n in self.RAPPORT_COMPETITORS.split(",") if n.strip())
 
     @property
     def managers(self) -> frozenset[str]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
 
 from handlers.clock import Clock
+from handlers.detect.competitors import CompetitorWatch
 from handlers.detect.escalation import EscalationPolicy, IncidentIndex, ThreadEvent, escalate
+from handlers.detect.lexicon import load_vader_lexicon
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
 from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
@@ -77,6 +80,7 @@ class Core:
         escalation: EscalationPolicy | None = None,
         incidents: IncidentIndex | None = None,
         second_opinion: SecondOpinion | None = None,
+        competitors: Sequence[str] = (),
     ) -> None:
         self._db = db
         self._clock = clock
@@ -91,6 +95,10 @@ class Core:
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
         self._incident_heads: dict[str, int] = {}  # incident key -> the flag that carries it
         self._second = second_opinion
+        # Competitor names: a default for every community, overridden per community.
+        self._valence = load_vader_lexicon()
+        self._default_watch = self._competitor_watch(competitors)
+        self._watches: dict[tuple[str, str], CompetitorWatch | None] = {}
         self._boot = time.time_ns()
         self._incident_seq = 0
         self._reviews: set[asyncio.Task[None]] = set()
@@ -115,6 +123,8 @@ class Core:
             self._judge.learn(key, text, is_negative)
         if feedback:
             logger.info("replayed %d feedback example(s) into the detector", len(feedback))
+        for platform, community_id, names in await self._db.run(queries.community_competitors):
+            self._watches[(platform, community_id)] = self._competitor_watch(names)
         self._writer.start()
         for flag in await self.flags.open_flags():
             assert flag.id is not None
@@ -198,6 +208,12 @@ class Core:
                 )
             )
         else:
+            watch = self._watches.get((event.platform, event.community_id), self._default_watch)
+            mentions = (
+                tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
+                if watch is not None and event.text
+                else ()
+            )
             fresh = await self._writer.submit(
                 NewMessageRow(
                     platform=event.platform,
@@ -214,6 +230,7 @@ class Core:
                     reason=verdict.reason if verdict and verdict.is_negative else None,
                     severity=verdict.severity if verdict and verdict.is_negative else None,
                     permalink=event.permalink,
+                    mentions=mentions,
                 )
             )
             if not fresh:
@@ -461,6 +478,20 @@ class Core:
             self._unwatched.discard(key)
         else:
             self._unwatched.add(key)
+
+    def _competitor_watch(self, names: Sequence[str]) -> CompetitorWatch | None:
+        """None when there is nothing to watch, so the hot path skips the search."""
+        watch = CompetitorWatch(names, self._valence)
+        return watch if watch.names else None
+
+    async def set_competitors(self, platform: str, community_id: str, names: Sequence[str]) -> None:
+        """An admin sets the competitor names tagged in this community's messages."""
+        cleaned = [n.strip() for n in names if n.strip()]
+        now = self._clock.now()
+        await self._db.run(
+            lambda s: queries.set_community_competitors(s, platform, community_id, cleaned, now)
+        )
+        self._watches[(platform, community_id)] = self._competitor_watch(cleaned)
 
     async def set_opt_out(
         self, platform: str, community_id: str, member_id: str, opted_out: bool

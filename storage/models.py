@@ -104,6 +104,33 @@ class Reaction(SQLModel, table=True):
     at: datetime
 
 
+class CompetitorMention(SQLModel, table=True):
+    """A competitor named in a member's message, with the sentiment toward it (digest)."""
+
+    __tablename__ = "competitor_mentions"
+    __table_args__ = (
+        UniqueConstraint(
+            "platform",
+            "community_id",
+            "channel_id",
+            "message_id",
+            "competitor",
+            name="uq_competitor_mention",
+        ),
+        Index("ix_competitor_mentions_at", "platform", "community_id", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    platform: str = Field(max_length=16)
+    community_id: str = Field(max_length=64)
+    channel_id: str = Field(max_length=64)
+    message_id: str = Field(max_length=64)
+    competitor: str = Field(max_length=100)
+    sentiment: str = Field(max_length=8)
+    score: float = 0.0
+    at: datetime
+
+
 class Flag(SQLModel, table=True):
     __tablename__ = "flags"
     __table_args__ = (

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
@@ -15,6 +15,7 @@ from storage.models import (
     AuditLog,
     Channel,
     Community,
+    CompetitorMention,
     Feedback,
     Flag,
     Member,
@@ -54,6 +55,7 @@ class NewMessageRow:
     reason: str | None
     severity: str | None
     permalink: str | None = None
+    mentions: tuple[tuple[str, str, float], ...] = ()  # (competitor, sentiment, score)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +176,30 @@ def _insert_messages(session: Session, rows: list[NewMessageRow]) -> set[Message
             fresh.append(r)
     if fresh:
         _touch_members(session, fresh)
+        _add_mentions(session, fresh)
     return inserted
+
+
+def _add_mentions(session: Session, rows: Iterable[NewMessageRow]) -> None:
+    values = [
+        {
+            "platform": r.platform,
+            "community_id": r.community_id,
+            "channel_id": r.channel_id,
+            "message_id": r.message_id,
+            "competitor": name,
+            "sentiment": sentiment,
+            "score": score,
+            "at": r.created_at,
+        }
+        for r in rows
+        for name, sentiment, score in r.mentions
+    ]
+    if values:
+        stmt = _insert(session, CompetitorMention).on_conflict_do_nothing(
+            index_elements=["platform", "community_id", "channel_id", "message_id", "competitor"]
+        )
+        session.execute(stmt, values)
 
 
 def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
@@ -306,6 +331,14 @@ def _apply_delete(session: Session, op: DeleteRow) -> None:
             col(Flag.message_id) == op.message_id,
         )
         .values(quoted_text="", draft="", draft_warnings=[])
+    )
+    session.execute(
+        delete(CompetitorMention).where(
+            col(CompetitorMention.platform) == op.platform,
+            col(CompetitorMention.community_id) == op.community_id,
+            col(CompetitorMention.channel_id) == op.channel_id,
+            col(CompetitorMention.message_id) == op.message_id,
+        )
     )
 
 
@@ -456,6 +489,24 @@ def upsert_community(
     return got
 
 
+def community_competitors(session: Session) -> list[tuple[str, str, list[str]]]:
+    """Communities whose admin set a competitor list: (platform, community, names)."""
+    out: list[tuple[str, str, list[str]]] = []
+    for c in session.scalars(select(Community)):
+        names = c.settings.get("competitors")
+        if isinstance(names, list):
+            out.append((c.platform, c.external_id, [str(n) for n in names]))
+    return out
+
+
+def set_community_competitors(
+    session: Session, platform: str, community_id: str, names: list[str], now: datetime
+) -> None:
+    community = upsert_community(session, platform, community_id, "", now)
+    community.settings = {**community.settings, "competitors": names}
+    session.add(community)
+
+
 def upsert_channels(
     session: Session, platform: str, community_id: str, channels: Iterable[tuple[str, str, bool]]
 ) -> None:
@@ -569,6 +620,18 @@ def set_opt_out(
             col(Flag.author_id) == member_id,
         )
         .values(quoted_text="", draft="", author_name="")
+    )
+    theirs = select(col(Message.message_id)).where(
+        col(Message.platform) == platform,
+        col(Message.community_id) == community_id,
+        col(Message.author_id) == member_id,
+    )
+    session.execute(
+        delete(CompetitorMention).where(
+            col(CompetitorMention.platform) == platform,
+            col(CompetitorMention.community_id) == community_id,
+            col(CompetitorMention.message_id).in_(theirs),
+        )
     )
     return int(getattr(erased, "rowcount", 0) or 0)
 

@@ -111,3 +111,44 @@ async def test_opted_out_member_is_not_stored_and_opt_out_erases(db_url: str) ->
     ) as rt:
         await rt.core.on_message(message("still opted out", "a4", author="u9"))
         assert await _count(rt, Message) == 2
+
+
+async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) -> None:
+    from storage.models import CompetitorMention
+
+    settings = Settings(  # type: ignore[call-arg]
+        DATABASE_URL=db_url, RAPPORT_COMPETITORS="Globex, Initech", _env_file=None
+    )
+    async with build_runtime(
+        settings, clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(message("honestly Globex is better and cheaper", "c1"))
+        await rt.core.on_message(message("Initech is terrible, the worst", "c2"))
+        await rt.core.on_message(message("Initech is terrible, the worst", "c2"))  # again
+        await rt.core.on_message(message("no competitors here", "c3"))
+        await rt.core.set_competitors("discord", "g2", ["Umbrella"])
+        await rt.core.on_message(message("Globex? Umbrella is great", "c4", community="g2"))
+        rows = await rt.db.run(lambda s: list(s.scalars(select(CompetitorMention))))
+        tags = sorted((r.message_id, r.competitor, r.sentiment) for r in rows)
+        assert tags == [
+            ("c1", "Globex", "positive"),
+            ("c2", "Initech", "negative"),
+            ("c4", "Umbrella", "positive"),
+        ]
+        await rt.core.on_message(replace(message("", "c2"), kind=MessageKind.DELETE))
+        await rt.writer.flush()
+        left = await rt.db.run(
+            lambda s: [r.message_id for r in s.scalars(select(CompetitorMention))]
+        )
+        assert sorted(left) == ["c1", "c4"]
+    # The community's own list survives a restart.
+    async with build_runtime(
+        settings, clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(message("Umbrella and Globex both", "c5", community="g2"))
+        rows = await rt.db.run(
+            lambda s: [
+                r.competitor for r in s.scalars(select(CompetitorMention)) if r.message_id == "c5"
+            ]
+        )
+        assert rows == ["Umbrella"]

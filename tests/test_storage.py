@@ -62,16 +62,18 @@ def test_upgrade_downgrade_upgrade_keeps_rows(db_url: str) -> None:
     db = Database(db_url)
     try:
         upgrade(db)
-        assert current(db) == "0002"
+        assert current(db) == "0003"
         _seed(db)
         before = _counts(db)
-        downgrade(db, "-1")
+        downgrade(db, "0001")  # back through 0003 and 0002
         assert current(db) == "0001"
+        assert "competitor_mentions" not in inspect(db.engine).get_table_names()
         cols = {c["name"] for c in inspect(db.engine).get_columns("communities")}
         assert "timezone" not in cols
-        upgrade(db)
-        assert current(db) == "0002"
         assert _counts(db) == before == (25, 1, 1)
+        upgrade(db)
+        assert current(db) == "0003"
+        assert _counts(db) == before
         # Upgrading an up-to-date schema is a no-op (the bot does it on every start).
         upgrade(db)
         assert _counts(db) == before
