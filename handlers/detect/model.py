@@ -23,6 +23,8 @@ from handlers.detect.lexicon import STOPWORDS, load_vader_lexicon, words
 from handlers.detect.taxonomy import rationale_for, reason_for, severity_for
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "prompts" / "detector"
+# ``python -m handlers.detect.tune threshold`` puts 0.40-0.50 within 0.007 mean held-out
+# macro-F1 on the seed domains: too close to move the default from 0.5.
 DEFAULT_THRESHOLD = 0.5
 
 

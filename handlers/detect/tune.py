@@ -3,7 +3,8 @@
 For each seed domain: fit the shared model on the other domains, replay the first part
 of the held-out domain as managers' decisions (as ``evaluate.replay_feedback`` does) and
 score the rest, before and after. This is how ``FeedbackConfig``'s defaults were chosen;
-no evaluation file takes part. Run ``python -m handlers.detect.tune [key=value ...]``.
+no evaluation file takes part. Run ``python -m handlers.detect.tune [key=value ...]``;
+``python -m handlers.detect.tune threshold`` does the same for the decision threshold.
 """
 
 from __future__ import annotations
@@ -63,7 +64,34 @@ def run(config: FeedbackConfig, *, share: float = 0.6, repeats: int = 3) -> list
     return lines
 
 
+def threshold_cv(thresholds: tuple[float, ...] = (0.35, 0.4, 0.45, 0.5, 0.55, 0.6)) -> list[str]:
+    """Mean macro-F1 over held-out seed domains for each decision threshold.
+
+    A community is one domain, so this scores the mean over held-out domains (not the
+    pooled rows). ``DEFAULT_THRESHOLD`` is checked against it; no evaluation file takes
+    part.
+    """
+    valence = load_vader_lexicon()
+    rows = load_seed_domains()
+    scored: list[tuple[list[float], list[bool]]] = []
+    for dom in sorted({d for d, _, _ in rows}):
+        test = [(t, y) for d, t, y in rows if d == dom]
+        if len({y for _, y in test}) < 2:
+            continue
+        detector = Detector(fit([(t, y) for d, t, y in rows if d != dom], valence), valence)
+        scored.append(([detector.judge(t).score for t, _ in test], [y for _, y in test]))
+    lines = []
+    for th in thresholds:
+        per = [_macro_f1([p >= th for p in ps], gold) for ps, gold in scored]
+        lines.append(f"threshold {th:.2f}: mean held-out macro-F1 {sum(per) / len(per):.4f}")
+    return lines
+
+
 def main(argv: list[str]) -> None:
+    if argv[1:] == ["threshold"]:
+        for line in threshold_cv():
+            print(line)
+        return
     kinds = {f.name: f.type for f in fields(FeedbackConfig)}
     overrides: dict[str, Any] = {}
     for arg in argv[1:]:
