@@ -6,14 +6,18 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.app import Runtime, build_runtime
+from bot.discord_adapter import DiscordAdapter
 from bot.http import make_web_app, start_site
 from bot.settings import Settings
+from bot.slack_adapter import SlackAdapter
 from storage.leader import LeaderLock
 
 logger = logging.getLogger(__name__)
@@ -49,7 +53,7 @@ async def serve(
     async with build_runtime(settings) as rt:
         parts: dict[str, str] = {"core": "running"}
         web_app = make_web_app(rt, lambda: dict(parts))
-        closers = await attach_adapters(rt, settings, web_app, parts)
+        adapters = await attach_adapters(rt, settings, web_app, parts)
         runner, port = await start_site(
             web_app, settings.RAPPORT_HTTP_HOST, settings.RAPPORT_HTTP_PORT
         )
@@ -69,13 +73,25 @@ async def serve(
             logger.info("shutting down")
             scheduler.shutdown(wait=False)
             leader.release()
-            for close in reversed(closers):
-                with contextlib.suppress(Exception):
-                    await close()
+            await adapters.close()
             await runner.cleanup()
 
 
 Closer = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Adapters:
+    """The platform adapters one process runs, and how to stop them."""
+
+    slack: SlackAdapter | None = None
+    discord: DiscordAdapter | None = None
+    closers: list[Closer] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
 
 
 async def _quietly(work: Awaitable[object]) -> None:
@@ -87,13 +103,20 @@ async def _quietly(work: Awaitable[object]) -> None:
 
 
 async def attach_adapters(
-    rt: Runtime, settings: Settings, web_app: web.Application, parts: dict[str, str]
-) -> list[Closer]:
-    """Start the platform adapters the settings enable; returns their closers."""
-    closers: list[Closer] = []
-    if settings.slack_enabled:
-        from bot.slack_adapter import SlackAdapter
+    rt: Runtime,
+    settings: Settings,
+    web_app: web.Application,
+    parts: dict[str, str],
+    *,
+    discord_options: Mapping[str, Any] | None = None,
+) -> Adapters:
+    """Start the platform adapters the settings enable (before ``web_app`` serves).
 
+    ``rapport run`` and the sandbox (demo, tests, benchmarks) both come through here, so
+    what the demo shows is the production wiring.
+    """
+    adapters = Adapters()
+    if settings.slack_enabled:
         slack = SlackAdapter.from_settings(settings, rt.core, rt.core)
         rt.outbox.register(slack.executor)
         if settings.slack_socket_mode:
@@ -102,12 +125,11 @@ async def attach_adapters(
         else:
             slack.mount(web_app)
             parts["slack"] = "http /slack/events"
-        closers.append(slack.close)
+        adapters.slack = slack
+        adapters.closers.append(slack.close)
         rt.tasks.append(asyncio.create_task(_quietly(slack.backfill()), name="slack-backfill"))
     if settings.discord_enabled and settings.DISCORD_TOKEN:
-        from bot.discord_adapter import DiscordAdapter
-
-        discord = DiscordAdapter.from_settings(settings, rt.core)
+        discord = DiscordAdapter.from_settings(settings, rt.core, **(discord_options or {}))
         rt.outbox.register(discord.executor)
         task = asyncio.create_task(discord.start(settings.DISCORD_TOKEN), name="rapport-discord")
 
@@ -116,8 +138,9 @@ async def attach_adapters(
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 10)
 
-        closers.append(close_discord)
+        adapters.discord = discord
+        adapters.closers.append(close_discord)
         parts["discord"] = "gateway"
     if settings.llm_enabled:
         parts["llm"] = "configured"
-    return closers
+    return adapters

@@ -23,6 +23,7 @@ from bot.discord_adapter import DiscordAdapter
 from bot.http import make_web_app, start_site
 from bot.sandbox.discord_emulator import PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, DiscordEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
+from bot.service import attach_adapters
 from bot.settings import Settings, load_settings
 from bot.slack_adapter import SlackAdapter
 from handlers.clock import Clock
@@ -143,32 +144,29 @@ async def sandbox(
             **(extra_settings or {}),
         )
         async with build_runtime(settings, clock=clock, judge=judge, drafter=drafter) as rt:
-            slack = SlackAdapter.from_settings(settings, rt.core, rt.core)
-            rt.outbox.register(slack.executor)
-            web_app: web.Application = make_web_app(
-                rt, lambda: {"slack": "http", "discord": "gateway"}
+            parts: dict[str, str] = {}
+            web_app: web.Application = make_web_app(rt, lambda: dict(parts))
+            adapters = await attach_adapters(
+                rt,
+                settings,
+                web_app,
+                parts,
+                discord_options={
+                    "identify_delay": 0,
+                    "guild_ready_timeout": 0.05,
+                    "guild_ids": (ids.guild,),
+                },
             )
-            slack.mount(web_app)
             runner, port = await start_site(web_app, "127.0.0.1", 0)
             slack_emu.app_url = f"http://127.0.0.1:{port}/slack/events"
-
-            discord = DiscordAdapter.from_settings(
-                settings,
-                rt.core,
-                identify_delay=0,
-                guild_ready_timeout=0.05,
-                guild_ids=(ids.guild,),
-            )
-            rt.outbox.register(discord.executor)
-            task = asyncio.create_task(discord.start(discord_emu.token), name="sandbox-discord")
             try:
+                assert adapters.discord is not None and adapters.slack is not None
                 await discord_emu.wait_for_ready(timeout=15)
                 await discord_emu.wait_for_command("rapport", timeout=15)
                 await _until_registered(rt, str(ids.guild))
-                yield Sandbox(settings, rt, discord_emu, slack_emu, discord, slack, ids)
+                yield Sandbox(
+                    settings, rt, discord_emu, slack_emu, adapters.discord, adapters.slack, ids
+                )
             finally:
-                await discord.close()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(task, 10)
-                await slack.close()
+                await adapters.close()
                 await runner.cleanup()
