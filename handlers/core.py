@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -18,13 +17,14 @@ from sqlmodel import Session, col
 
 from handlers.clock import Clock
 from handlers.detect.competitors import CompetitorWatch
-from handlers.detect.escalation import EscalationPolicy, IncidentIndex, ThreadEvent, escalate
+from handlers.detect.escalation import EscalationPolicy, IncidentIndex
 from handlers.detect.lexicon import load_vader_lexicon
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
 from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
 from handlers.judging import Judge, SecondOpinion, VerdictLike, community_key
 from handlers.ports import ChannelInfo, FlagCardView, FlagOutcome
+from handlers.watch import FlagWatch
 from storage import queries
 from storage.db import Database
 from storage.models import Flag, Member, Message
@@ -55,19 +55,6 @@ class CoreStats:
     by_platform: dict[str, int] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
-class WatchedFlag:
-    """An open flag whose thread is watched for pile-on."""
-
-    flag_id: int
-    platform: str
-    community_id: str
-    message_id: str
-    thread_id: str | None
-    author_id: str
-    severity: str
-
-
 class Core:
     def __init__(
         self,
@@ -89,18 +76,12 @@ class Core:
         self._writer = writer
         self._opted_out: set[tuple[str, str, str]] = set()
         self._unwatched: set[tuple[str, str, str]] = set()
-        self._escalation = escalation or EscalationPolicy()
-        self._incidents = incidents or IncidentIndex()
-        # (platform, community, message-or-thread id) -> the open flag its replies escalate
-        self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
-        self._incident_heads: dict[str, int] = {}  # incident key -> the flag that carries it
+        self._watch = FlagWatch(db, clock, flags, escalation=escalation, incidents=incidents)
         self._second = second_opinion
         # Competitor names: a default for every community, overridden per community.
         self._valence = load_vader_lexicon()
         self._default_watch = self._competitor_watch(competitors)
         self._watches: dict[tuple[str, str], CompetitorWatch | None] = {}
-        self._boot = time.time_ns()
-        self._incident_seq = 0
         self._reviews: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
 
@@ -126,37 +107,8 @@ class Core:
         for platform, community_id, names in await self._db.run(queries.community_competitors):
             self._watches[(platform, community_id)] = self._competitor_watch(names)
         self._writer.start()
-        for flag in await self.flags.open_flags():
-            assert flag.id is not None
-            self._watch(
-                WatchedFlag(
-                    flag.id,
-                    flag.platform,
-                    flag.community_id,
-                    flag.message_id,
-                    flag.thread_id,
-                    flag.author_id,
-                    flag.severity,
-                )
-            )
-            if flag.incident_key and flag.quoted_text:
-                ck = community_key(flag.platform, flag.community_id)
-                self._incidents.add(ck, flag.quoted_text, flag.created_at, key=flag.incident_key)
-                self._incident_heads.setdefault(flag.incident_key, flag.id)
+        self._watch.restore(await self.flags.open_flags())
         await self.flags.resume_drafts()
-
-    def _watch(self, wf: WatchedFlag) -> None:
-        self._threads[(wf.platform, wf.community_id, wf.message_id)] = wf
-        if wf.thread_id:
-            self._threads.setdefault((wf.platform, wf.community_id, wf.thread_id), wf)
-
-    def _watched_flag(self, event: MessageEvent) -> WatchedFlag | None:
-        for key in (event.thread_id, event.reply_to):
-            if key is not None:
-                wf = self._threads.get((event.platform, event.community_id, key))
-                if wf is not None and wf.message_id != event.message_id:
-                    return wf
-        return None
 
     async def stop(self) -> None:
         await self._writer.stop()
@@ -236,10 +188,11 @@ class Core:
             if not fresh:
                 return  # a redelivery (retry, backfill): already judged and counted
             self.stats.messages += 1
-        watched = self._watched_flag(event) if self._threads else None
+        watched = self._watch.thread_flag(event)
         if watched is not None:
             # A reply in a flagged thread counts towards that flag, not a card of its own.
-            await self._escalate(watched)
+            if await self._watch.escalate(watched):
+                self.stats.escalations += 1
         elif verdict is not None and self._second is not None and self._second.wants(verdict):
             task = asyncio.create_task(self._review(event))
             self._reviews.add(task)
@@ -264,68 +217,9 @@ class Core:
             await asyncio.gather(*list(self._reviews), return_exceptions=True)
 
     async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
-        now = self._clock.now()
-        ck = community_key(event.platform, event.community_id)
-        incident = self._incidents.add(ck, event.text, now, key=self._incident_key())
-        outcome = await self.flags.raise_flag(
-            event.platform,
-            event.community_id,
-            event.channel_id,
-            event.message_id,
-            verdict,
-            incident_key=incident,
-            incident_head=self._incident_heads.get(incident),
-        )
+        outcome = await self._watch.raise_flag(event, verdict)
         if outcome.ok and outcome.flag_id is not None:
-            self._incident_heads[incident] = outcome.flag_id
             self.stats.flagged += 1
-            self._watch(
-                WatchedFlag(
-                    outcome.flag_id,
-                    event.platform,
-                    event.community_id,
-                    event.message_id,
-                    event.thread_id,
-                    event.author.id,
-                    verdict.severity,
-                )
-            )
-
-    def _incident_key(self) -> str:
-        """A new incident's name: unique across restarts without asking the OS for entropy
-        (``uuid4`` reads ``/dev/urandom``, which is slow on some hosts)."""
-        self._incident_seq += 1
-        return f"{self._boot:x}-{self._incident_seq}"
-
-    async def _escalate(self, wf: WatchedFlag) -> None:
-        """Re-score the flagged thread: pile-on, velocity, reach, repeats."""
-        now = self._clock.now()
-        since = now - self._escalation.window
-
-        def load(s: Session) -> tuple[list[queries.ThreadActivity], dict[str, int]]:
-            acts = queries.thread_activity(
-                s, wf.platform, wf.community_id, wf.message_id, wf.thread_id, since
-            )
-            authors = sorted({a.author_id for a in acts} | {wf.author_id})
-            return acts, queries.member_activity(s, wf.platform, wf.community_id, authors)
-
-        acts, activity = await self._db.run(load)
-        events = [
-            ThreadEvent(a.at, a.author_id, a.text, a.is_reaction, a.is_complaint) for a in acts
-        ]
-        result = escalate(
-            wf.severity,
-            events,
-            now,
-            original_author=wf.author_id,
-            member_activity=activity,
-            policy=self._escalation,
-        )
-        if result.rationale == "no escalation":
-            return
-        changed = await self.flags.escalate(wf.flag_id, result.severity, result.rationale)
-        if changed:
-            self.stats.escalations += 1
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         if (event.platform, event.community_id, event.member_id) in self._opted_out:
