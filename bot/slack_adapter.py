@@ -705,13 +705,21 @@ class SlackAdapter:
         container = body.get("container") or {}
         return str(channel.get("id") or container.get("channel_id") or "")
 
-    async def _on_flag_button(self, ack: AsyncAck, body: JSON, action: JSON) -> None:
+    async def _manager_click(self, ack: AsyncAck, body: JSON) -> tuple[str, str] | None:
+        """Ack a card button at once; (user, channel) for a manager, else refuse privately."""
         await ack()
         user = str((body.get("user") or {}).get("id") or "")
         channel = self._click_channel(body)
         if not self.workflow.is_manager(user):
             await self._ephemeral(channel, user, NOT_A_MANAGER)
+            return None
+        return user, channel
+
+    async def _on_flag_button(self, ack: AsyncAck, body: JSON, action: JSON) -> None:
+        click = await self._manager_click(ack, body)
+        if click is None:
             return
+        user, channel = click
         flag_id = self._flag_id(action.get("value"))
         if flag_id is None:
             await self._ephemeral(channel, user, "This button does not name a flag.")
@@ -727,12 +735,10 @@ class SlackAdapter:
             await self._ephemeral(channel, user, render_notice(outcome.message))
 
     async def _on_flag_edit(self, ack: AsyncAck, body: JSON, action: JSON) -> None:
-        await ack()
-        user = str((body.get("user") or {}).get("id") or "")
-        channel = self._click_channel(body)
-        if not self.workflow.is_manager(user):
-            await self._ephemeral(channel, user, NOT_A_MANAGER)
+        click = await self._manager_click(ack, body)
+        if click is None:
             return
+        user, channel = click
         flag_id = self._flag_id(action.get("value"))
         view = await self.workflow.card(flag_id) if flag_id is not None else None
         if flag_id is None or view is None:
