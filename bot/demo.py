@@ -7,7 +7,6 @@ database is a real SQLite file, and each step waits on what the emulators receiv
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -34,6 +33,7 @@ from bot.sandbox.stack import (
     Sandbox,
     sandbox,
 )
+from bot.sandbox.waiting import until
 from handlers.clock import OffsetClock
 from storage.models import Feedback, Flag, Message
 
@@ -70,16 +70,6 @@ def _card_lines(card: dict[str, Any]) -> list[str]:
             labels = [str(e.get("text", {}).get("text", "")) for e in block.get("elements", [])]
             lines.append("[" + "] [".join(labels) + "]")
     return lines
-
-
-async def _poll(pred: Callable[[], bool], timeout: float) -> bool:  # noqa: ASYNC109
-    """Re-check a condition on the bot's own state (no emulator event will signal it)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        await asyncio.sleep(0.02)
-    return pred()
 
 
 class Demo:
@@ -292,7 +282,8 @@ async def _scenes(d: Demo) -> None:
         return row is not None and row.text == "" and row.deleted_at is not None
 
     d.check(
-        await _poll(erased, 10), "the deleted message keeps its id and time, its text is erased"
+        await until(erased, 10, interval_s=0.02),
+        "the deleted message keeps its id and time, its text is erased",
     )
 
     await sb.rt.settle()

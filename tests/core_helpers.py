@@ -7,12 +7,11 @@ adapters have their own end-to-end tests.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from bot.sandbox.waiting import until as wait_until
 from handlers.events import Action, ActionResult, Author, MessageEvent, PostFlagCard
 
 
@@ -94,7 +93,4 @@ def message(
 
 async def until(pred: Callable[[], bool], bound_s: float = 10.0) -> None:
     """Yield to the bot until ``pred`` holds (bounded): for state no event announces."""
-    deadline = time.monotonic() + bound_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0)
+    assert await wait_until(pred, bound_s), "condition not reached in time"

@@ -7,7 +7,6 @@ the real core and a real database.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -23,6 +22,7 @@ from bot.discord_adapter import DiscordAdapter
 from bot.http import make_web_app, start_site
 from bot.sandbox.discord_emulator import PERM_MANAGE_GUILD, PERM_MANAGE_MESSAGES, DiscordEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
+from bot.sandbox.waiting import until
 from bot.service import attach_adapters
 from bot.settings import Settings, load_settings
 from bot.slack_adapter import SlackAdapter
@@ -107,9 +107,8 @@ async def _until_registered(rt: Runtime, guild_id: str, timeout: float = 15.0) -
             )
         )
 
-    async with asyncio.timeout(timeout):
-        while not await asyncio.to_thread(registered):  # noqa: ASYNC110 (a database row, no event)
-            await asyncio.sleep(0.01)
+    if not await until(registered, timeout, interval_s=0.01):
+        raise TimeoutError(f"guild {guild_id} was not registered within {timeout} s")
 
 
 @contextlib.asynccontextmanager
