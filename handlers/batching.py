@@ -1,0 +1,114 @@
+"""Group small writes into few transactions.
+
+Work that happens for every message (storing it, joining a complaint to its incident)
+would spend most of its time on a transaction and a thread hop each. A
+:class:`BatchWriter` lets callers submit one operation and await its own result, while a
+single task applies everything that queued up meanwhile in one transaction. Under load
+batches grow by themselves (more arrives while a batch is being written), and a lone
+operation is written at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from sqlmodel import Session
+
+from storage.db import Database
+
+logger = logging.getLogger(__name__)
+
+OpT = TypeVar("OpT")
+ResT = TypeVar("ResT")
+
+Apply = Callable[[Session, list[OpT]], list[ResT]]
+"""Applies operations in order inside one transaction; one result per operation."""
+
+
+class BatchWriter(Generic[OpT, ResT]):
+    def __init__(
+        self, db: Database, apply: Apply[OpT, ResT], *, name: str, max_batch: int = 1000
+    ) -> None:
+        self._db = db
+        self._apply = apply
+        self._name = name
+        self._max_batch = max_batch
+        self._pending: list[tuple[OpT, asyncio.Future[ResT]]] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.written = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=self._name)
+
+    async def stop(self) -> None:
+        """Write what is queued, then stop."""
+        if self._task is None:
+            return
+        await self.flush()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        self._task = None
+
+    async def flush(self) -> None:
+        """Wait until everything submitted so far is committed (or has failed)."""
+        while self._task is not None and not self._idle.is_set():
+            await self._idle.wait()
+
+    async def submit(self, op: OpT) -> ResT:
+        """Queue ``op`` and wait until the transaction holding it has committed."""
+        if self._task is None:
+            self.start()
+        fut: asyncio.Future[ResT] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, fut))
+        self._idle.clear()
+        self._wake.set()
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending:
+                batch = self._pending[: self._max_batch]
+                del self._pending[: self._max_batch]
+                await self._write(batch)
+            if not self._pending:
+                self._idle.set()
+
+    async def _write(self, batch: list[tuple[OpT, asyncio.Future[ResT]]]) -> None:
+        ops = [op for op, _ in batch]
+        try:
+            results = await self._db.run(lambda s: self._apply(s, ops))
+        except Exception as exc:
+            if len(batch) == 1:
+                logger.exception("%s: %r failed", self._name, ops[0])
+                _settle(batch[0][1], None, exc)
+                return
+            # One bad operation must not sink its neighbours: write them one by one.
+            logger.warning("%s: batch of %d failed; retrying one by one", self._name, len(ops))
+            for item in batch:
+                await self._write([item])
+            return
+        self.batches += 1
+        self.written += len(ops)
+        for (_, fut), result in zip(batch, results, strict=True):
+            _settle(fut, result, None)
+
+
+def _settle(fut: asyncio.Future[ResT], value: ResT | None, exc: BaseException | None) -> None:
+    if fut.done():  # the caller went away (cancelled); the write stands
+        return
+    if exc is None:
+        fut.set_result(value)  # type: ignore[arg-type]
+    else:
+        fut.set_exception(exc)
