@@ -112,6 +112,7 @@ class Core:
 
     async def stop(self) -> None:
         await self._writer.stop()
+        await self.flags.stop()
 
     # -- CommunityCore ------------------------------------------------------------------
     async def on_message(self, event: MessageEvent) -> None:

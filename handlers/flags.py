@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
+from handlers.batching import BatchWriter
 from handlers.clock import Clock
 from handlers.events import (
     Action,
@@ -34,6 +35,8 @@ from storage import queries
 from storage.db import Database
 from storage.models import AuditLog, Channel, Community, Flag, Message
 
+_FLAGS = Flag.__table__  # type: ignore[attr-defined]
+
 logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "claimed")
@@ -49,6 +52,16 @@ class FlagPolicy:
     max_reminders: int = 3
     oncall_group: str | None = None
     incident_window_min: int = 360  # near-duplicates this close in time are one incident
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentMerge:
+    """A fresh complaint joining the open flag that heads its incident."""
+
+    head_id: int
+    incident_key: str
+    message_id: str
+    severity: str
 
 
 class FlagService:
@@ -68,7 +81,15 @@ class FlagService:
         self.policy = policy
         self._drafter = drafter
         self._draft_tasks: set[asyncio.Task[None]] = set()
+        # A pile-on merges many complaints into one flag at once: one transaction, and
+        # one update of the flag row per batch rather than per message.
+        self._merges: BatchWriter[IncidentMerge, FlagOutcome | None] = BatchWriter(
+            db, self._apply_merges, name="rapport-incident-merges"
+        )
         outbox.add_result_hook(self.on_action_result)
+
+    async def stop(self) -> None:
+        await self._merges.stop()
 
     # -- raising ------------------------------------------------------------------------
     def _sla_due(self, severity: str, since: datetime) -> datetime:
@@ -90,21 +111,18 @@ class FlagService:
         """Store a flag for a stored message and queue its card; merge into an incident.
 
         ``incident_head`` is the flag the caller believes heads the incident: when it is
-        still open and in the window, a fresh message merges with one primary-key read.
+        still open and in the window, a fresh message joins it in a batched merge.
         """
         now = self._clock.now()
-        since = now - timedelta(minutes=self.policy.incident_window_min)
+        if incident_key and incident_head is not None:
+            merged = await self._merges.submit(
+                IncidentMerge(incident_head, incident_key, message_id, verdict.severity)
+            )
+            if merged is not None:
+                self._outbox.notify()
+                return merged
 
         def work(s: Session) -> tuple[FlagOutcome, int | None]:
-            if incident_key and incident_head is not None:
-                head = s.get(Flag, incident_head)
-                if (
-                    head is not None
-                    and head.incident_key == incident_key
-                    and head.state in OPEN_STATES
-                    and head.created_at >= since
-                ):
-                    return self._merge(s, head, message_id, verdict, now), None
             msg = queries.get_message(s, platform, community_id, channel_id, message_id)
             if msg is None or msg.id is None:
                 return FlagOutcome(
@@ -164,8 +182,8 @@ class FlagService:
         self, s: Session, msg: Message, verdict: VerdictLike, key: str, now: datetime
     ) -> FlagOutcome | None:
         since = now - timedelta(minutes=self.policy.incident_window_min)
-        head = s.scalars(
-            select(Flag)
+        head_id = s.scalars(
+            select(col(Flag.id))
             .where(
                 col(Flag.platform) == msg.platform,
                 col(Flag.community_id) == msg.community_id,
@@ -175,25 +193,63 @@ class FlagService:
             )
             .order_by(col(Flag.id))
         ).first()
-        if head is None:
+        if head_id is None:
             return None
-        return self._merge(s, head, msg.message_id, verdict, now)
+        merge = IncidentMerge(head_id, key, msg.message_id, verdict.severity)
+        return self._apply_merges(s, [merge])[0]
 
-    def _merge(
-        self, s: Session, head: Flag, message_id: str, verdict: VerdictLike, now: datetime
-    ) -> FlagOutcome:
-        assert head.id is not None
-        head.incident_size += 1
-        head.version += 1
-        if SEVERITY_RANK.get(verdict.severity, 0) > SEVERITY_RANK.get(head.severity, 0):
-            head.severity = verdict.severity
-            if head.state == "open":
-                head.next_reminder_at = self._sla_due(head.severity, head.created_at)
-        head.escalation = f"{head.incident_size} similar complaints in this incident"
-        s.add(head)
-        queries.audit(s, now, "rapport", "merged", head.id, f"message {message_id} joined")
-        self._outbox.enqueue_in(s, UpdateFlagCard(head.id), f"card-update:{head.id}:{head.version}")
-        return FlagOutcome(True, f"Added to incident flag #{head.id}.", head.state, head.id)
+    def _apply_merges(self, s: Session, ops: list[IncidentMerge]) -> list[FlagOutcome | None]:
+        """Join complaints to their incident heads; None where the head no longer takes
+        them (resolved, dismissed, or out of the window): those become flags of their own.
+
+        Core statements, not the ORM: this runs for every duplicate complaint.
+        """
+        now = self._clock.now()
+        since = now - timedelta(minutes=self.policy.incident_window_min)
+        flags = _FLAGS
+        results: list[FlagOutcome | None] = [None] * len(ops)
+        by_head: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            by_head.setdefault(op.head_id, []).append(i)
+        for head_id, idxs in by_head.items():
+            head = s.execute(
+                select(
+                    flags.c.incident_key,
+                    flags.c.state,
+                    flags.c.created_at,
+                    flags.c.severity,
+                    flags.c.incident_size,
+                    flags.c.version,
+                ).where(flags.c.id == head_id)
+            ).first()
+            if head is None or head.state not in OPEN_STATES or head.created_at < since:
+                continue
+            idxs = [i for i in idxs if ops[i].incident_key == head.incident_key]
+            if not idxs:
+                continue
+            size = head.incident_size + len(idxs)
+            version = head.version + 1
+            values: dict[str, object] = {
+                "incident_size": size,
+                "version": version,
+                "escalation": f"{size} similar complaints in this incident",
+            }
+            severity = max(
+                [head.severity, *(ops[i].severity for i in idxs)],
+                key=lambda sev: SEVERITY_RANK.get(sev, 0),
+            )
+            if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(head.severity, 0):
+                values["severity"] = severity
+                if head.state == "open":
+                    values["next_reminder_at"] = self._sla_due(severity, head.created_at)
+            s.execute(update(flags).where(flags.c.id == head_id).values(**values))
+            joined = ", ".join(ops[i].message_id for i in idxs)
+            queries.audit(s, now, "rapport", "merged", head_id, f"joined: {joined}")
+            self._outbox.enqueue_in(s, UpdateFlagCard(head_id), f"card-update:{head_id}:{version}")
+            outcome = FlagOutcome(True, f"Added to incident flag #{head_id}.", head.state, head_id)
+            for i in idxs:
+                results[i] = outcome
+        return results
 
     async def escalate(self, flag_id: int, severity: str, rationale: str) -> bool:
         """Raise a flag's severity (never lower it) and update its card in place."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, or_, select, update
+from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
@@ -684,7 +684,11 @@ def all_feedback(session: Session) -> list[Feedback]:
 def audit(
     session: Session, now: datetime, actor: str, action: str, flag_id: int | None, detail: str = ""
 ) -> None:
-    session.add(AuditLog(at=now, actor=actor, action=action, flag_id=flag_id, detail=detail[:400]))
+    session.execute(
+        insert(_table(AuditLog)).values(
+            at=now, actor=actor, action=action, flag_id=flag_id, detail=detail[:400]
+        )
+    )
 
 
 # -- outbox ------------------------------------------------------------------------------
@@ -700,7 +704,7 @@ def enqueue(
     due_at: datetime | None = None,
 ) -> bool:
     """Add work unless work with the same key exists; True when it was added."""
-    stmt = _insert(session, Outbox).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    stmt = _insert(session, _table(Outbox)).on_conflict_do_nothing(index_elements=["dedupe_key"])
     result = session.execute(
         stmt,
         [

@@ -322,3 +322,54 @@ async def test_redelivered_complaints_are_not_counted_twice(db_url: str) -> None
         flag = await _flag(rt)
         assert flag.incident_size == 2
         assert rt.core.stats.messages == 2
+
+
+async def test_a_burst_of_duplicates_joins_one_incident_at_its_highest_severity(
+    db_url: str,
+) -> None:
+    """Complaints arriving together are merged in batches: none lost, none counted twice."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("checkout is broken, cannot pay", "m0", author="u0"))
+        await rt.settle()
+        burst = [
+            message(
+                "checkout is broken, cannot pay" + (" lawsuit" if i == 7 else ""),
+                f"m{i}",
+                author=f"u{i}",
+            )
+            for i in range(1, 30)
+        ]
+        await asyncio.gather(*(rt.core.on_message(e) for e in burst + burst[:5]))
+        await rt.settle()
+        flag = await _flag(rt)
+        assert flag.incident_size == 30
+        assert flag.severity == "high"  # one of them was a legal threat
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
+        card = await rt.core.card(flag.id or 0)
+        assert card is not None and card.incident_size == 30
+        merged = await rt.db.run(
+            lambda s: [a.detail for a in s.scalars(select(AuditLog)) if a.action == "merged"]
+        )
+        joined = {m for d in merged for m in d.removeprefix("joined: ").split(", ")}
+        assert joined == {f"m{i}" for i in range(1, 30)}
+
+
+async def test_a_duplicate_of_a_resolved_incident_is_a_new_flag(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        await rt.core.on_message(message("checkout is broken, cannot pay", "m0", author="u0"))
+        await rt.settle()
+        first = await _flag(rt)
+        assert (await rt.core.resolve(first.id or 0, "M1")).ok
+        clock.advance(minutes=5)
+        await rt.core.on_message(
+            message("checkout is broken, cannot pay", "m1", author="u1", at=clock.now())
+        )
+        await rt.settle()
+        flags = await rt.db.run(lambda s: list(s.scalars(select(Flag).order_by(Flag.id))))
+        assert [(f.message_id, f.state, f.incident_size) for f in flags] == [
+            ("m0", "resolved", 1),
+            ("m1", "open", 1),
+        ]
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 2
