@@ -43,6 +43,7 @@ from sqlmodel import col  # noqa: E402
 
 from bot.app import build_runtime, default_judge  # noqa: E402
 from bot.discord_adapter import DiscordAdapter, configure_endpoints  # noqa: E402
+from bot.heap import settle_after_startup  # noqa: E402
 from bot.sandbox.delegating import DelegatingCore  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent  # noqa: E402
@@ -284,6 +285,7 @@ async def run_rapport(
     """(b) Rapport: adapter → watched check → detector → batched SQLite store → flags."""
     settings = load_settings(_env_file=None, DATABASE_URL=db_url)
     async with build_runtime(settings, judge=_judge(settings), start_workers=False) as rt:
+        settle_after_startup()  # as `rapport run` does once it has started
         result, core = await run_adapter(emu, n, texts, timeout_s, rt.core)
         sent = result["sent"]
         elapsed = result["seconds"]
@@ -309,6 +311,8 @@ async def main_async(
     n: int, db_url: str | None, timeout_s: float, negative_share: float
 ) -> dict[str, Any]:
     texts = message_mix(negative_share)
+    # The same collector settings for every run, the baseline included.
+    settle_after_startup()
     emu = start_emulator()
     try:
         raw = await run_raw(emu, n, texts, timeout_s)

@@ -15,6 +15,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from bot.app import Runtime, build_runtime
 from bot.discord_adapter import DiscordAdapter
+from bot.heap import settle_after_startup
 from bot.http import make_web_app, start_site
 from bot.settings import Settings
 from bot.slack_adapter import SlackAdapter
@@ -59,6 +60,7 @@ async def serve(
         )
         leader = LeaderLock(rt.db)
         scheduler = start_scheduler(rt, leader)
+        settle_after_startup()
         logger.info(
             "rapport is running on http://%s:%d (parts: %s)",
             settings.RAPPORT_HTTP_HOST,
