@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlmodel import Session, col
 
 from handlers.batching import BatchWriter
@@ -36,6 +36,17 @@ from storage.db import Database
 from storage.models import AuditLog, Channel, Community, Flag, Message
 
 _FLAGS = Flag.__table__  # type: ignore[attr-defined]
+_MERGE_UPDATE = (
+    update(_FLAGS)
+    .where(_FLAGS.c.id == bindparam("head"))
+    .values(
+        incident_size=bindparam("size"),
+        version=bindparam("version"),
+        escalation=bindparam("escalation"),
+        severity=bindparam("severity"),
+        next_reminder_at=func.coalesce(bindparam("reminder_at"), _FLAGS.c.next_reminder_at),
+    )
+)
 
 logger = logging.getLogger(__name__)
 
@@ -202,53 +213,63 @@ class FlagService:
         """Join complaints to their incident heads; None where the head no longer takes
         them (resolved, dismissed, or out of the window): those become flags of their own.
 
-        Core statements, not the ORM: this runs for every duplicate complaint.
+        A few set-wide Core statements per batch, whatever its size: this runs for every
+        duplicate complaint.
         """
         now = self._clock.now()
         since = now - timedelta(minutes=self.policy.incident_window_min)
         flags = _FLAGS
-        results: list[FlagOutcome | None] = [None] * len(ops)
         by_head: dict[int, list[int]] = {}
         for i, op in enumerate(ops):
             by_head.setdefault(op.head_id, []).append(i)
-        for head_id, idxs in by_head.items():
-            head = s.execute(
-                select(
-                    flags.c.incident_key,
-                    flags.c.state,
-                    flags.c.created_at,
-                    flags.c.severity,
-                    flags.c.incident_size,
-                    flags.c.version,
-                ).where(flags.c.id == head_id)
-            ).first()
-            if head is None or head.state not in OPEN_STATES or head.created_at < since:
+        heads = s.execute(
+            select(
+                flags.c.id,
+                flags.c.incident_key,
+                flags.c.state,
+                flags.c.created_at,
+                flags.c.severity,
+                flags.c.incident_size,
+                flags.c.version,
+            ).where(flags.c.id.in_(sorted(by_head)))
+        ).all()
+        results: list[FlagOutcome | None] = [None] * len(ops)
+        updates: list[dict[str, object]] = []
+        audits: list[tuple[int, str]] = []
+        cards: list[tuple[Action, str]] = []
+        for head in heads:
+            if head.state not in OPEN_STATES or head.created_at < since:
                 continue
-            idxs = [i for i in idxs if ops[i].incident_key == head.incident_key]
+            idxs = [i for i in by_head[head.id] if ops[i].incident_key == head.incident_key]
             if not idxs:
                 continue
             size = head.incident_size + len(idxs)
-            version = head.version + 1
-            values: dict[str, object] = {
-                "incident_size": size,
-                "version": version,
-                "escalation": f"{size} similar complaints in this incident",
-            }
             severity = max(
                 [head.severity, *(ops[i].severity for i in idxs)],
                 key=lambda sev: SEVERITY_RANK.get(sev, 0),
             )
-            if SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(head.severity, 0):
-                values["severity"] = severity
-                if head.state == "open":
-                    values["next_reminder_at"] = self._sla_due(severity, head.created_at)
-            s.execute(update(flags).where(flags.c.id == head_id).values(**values))
-            joined = ", ".join(ops[i].message_id for i in idxs)
-            queries.audit(s, now, "rapport", "merged", head_id, f"joined: {joined}")
-            self._outbox.enqueue_in(s, UpdateFlagCard(head_id), f"card-update:{head_id}:{version}")
-            outcome = FlagOutcome(True, f"Added to incident flag #{head_id}.", head.state, head_id)
+            raised = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(head.severity, 0)
+            updates.append(
+                {
+                    "head": head.id,
+                    "size": size,
+                    "version": head.version + 1,
+                    "escalation": f"{size} similar complaints in this incident",
+                    "severity": severity,
+                    "reminder_at": self._sla_due(severity, head.created_at)
+                    if raised and head.state == "open"
+                    else None,
+                }
+            )
+            audits.append((head.id, "joined: " + ", ".join(ops[i].message_id for i in idxs)))
+            cards.append((UpdateFlagCard(head.id), f"card-update:{head.id}:{head.version + 1}"))
+            outcome = FlagOutcome(True, f"Added to incident flag #{head.id}.", head.state, head.id)
             for i in idxs:
                 results[i] = outcome
+        if updates:
+            s.execute(_MERGE_UPDATE, updates)
+            queries.audit_many(s, now, "rapport", "merged", audits)
+            self._outbox.enqueue_many_in(s, cards)
         return results
 
     async def escalate(self, flag_id: int, severity: str, rationale: str) -> bool:

@@ -12,7 +12,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -117,25 +117,39 @@ class Outbox:
     def enqueue_in(
         self, session: Any, action: Action, dedupe_key: str, *, delay_s: float = 0.0
     ) -> bool:
+        """Queue ``action`` inside the caller's transaction; False when it was already
+        queued (same ``dedupe_key``) or covered by a pending card update."""
+        return self.enqueue_many_in(session, [(action, dedupe_key)], delay_s=delay_s) == 1
+
+    def enqueue_many_in(
+        self, session: Any, items: Sequence[tuple[Action, str]], *, delay_s: float = 0.0
+    ) -> int:
+        """As :meth:`enqueue_in` for several actions in one statement; returns how many
+        were added."""
         now = self._clock.now()
-        if isinstance(action, UpdateFlagCard) and queries.pending_with_prefix(
-            session, f"card-update:{action.flag_id}:"
-        ):
-            # The card is rendered from the flag's state when the update runs, so one
-            # pending update covers every change since: a storm of merges or escalations
-            # costs one chat.update, not hundreds (Slack allows about 50 a minute).
-            return False
-        payload = action_to_payload(action)
-        payload["lane"] = lane_of(action)
-        return queries.enqueue(
-            session,
-            "action",
-            payload,
-            dedupe_key,
-            now,
-            platform=self.platform_for(action),
-            due_at=now + timedelta(seconds=delay_s),
-        )
+        card_flags = [a.flag_id for a, _ in items if isinstance(a, UpdateFlagCard)]
+        # A card is rendered from the flag's state when the update runs, so one pending
+        # update covers every change since: a storm of merges or escalations costs one
+        # chat.update, not hundreds (Slack allows about 50 a minute).
+        covered = queries.flags_with_pending_card_update(session, card_flags)
+        rows = []
+        for action, dedupe_key in items:
+            if isinstance(action, UpdateFlagCard):
+                if action.flag_id in covered:
+                    continue
+                covered.add(action.flag_id)
+            payload = action_to_payload(action)
+            payload["lane"] = lane_of(action)
+            rows.append(
+                queries.NewWork(
+                    "action",
+                    payload,
+                    dedupe_key,
+                    self.platform_for(action),
+                    now + timedelta(seconds=delay_s),
+                )
+            )
+        return queries.enqueue_many(session, rows, now)
 
     # -- running ------------------------------------------------------------------------
     async def recover(self) -> int:

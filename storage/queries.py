@@ -684,14 +684,38 @@ def all_feedback(session: Session) -> list[Feedback]:
 def audit(
     session: Session, now: datetime, actor: str, action: str, flag_id: int | None, detail: str = ""
 ) -> None:
+    audit_many(session, now, actor, action, [(flag_id, detail)])
+
+
+def audit_many(
+    session: Session,
+    now: datetime,
+    actor: str,
+    action: str,
+    entries: Sequence[tuple[int | None, str]],
+) -> None:
+    """One audit row per ``(flag_id, detail)``, in one statement."""
     session.execute(
-        insert(_table(AuditLog)).values(
-            at=now, actor=actor, action=action, flag_id=flag_id, detail=detail[:400]
-        )
+        insert(_table(AuditLog)),
+        [
+            {"at": now, "actor": actor, "action": action, "flag_id": f, "detail": d[:400]}
+            for f, d in entries
+        ],
     )
 
 
 # -- outbox ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewWork:
+    """Work to add to the outbox."""
+
+    kind: str
+    payload: dict[str, Any]
+    dedupe_key: str
+    platform: str = ""
+    due_at: datetime | None = None
 
 
 def enqueue(
@@ -704,41 +728,49 @@ def enqueue(
     due_at: datetime | None = None,
 ) -> bool:
     """Add work unless work with the same key exists; True when it was added."""
+    return enqueue_many(session, [NewWork(kind, payload, dedupe_key, platform, due_at)], now) == 1
+
+
+def enqueue_many(session: Session, rows: Sequence[NewWork], now: datetime) -> int:
+    """Add each piece of work unless work with its key exists; returns how many were added."""
+    added = 0
     stmt = _insert(session, _table(Outbox)).on_conflict_do_nothing(index_elements=["dedupe_key"])
-    result = session.execute(
-        stmt,
-        [
-            {
-                "kind": kind,
-                "platform": platform,
-                "payload": payload,
-                "dedupe_key": dedupe_key,
-                "state": "pending",
-                "attempts": 0,
-                "due_at": due_at or now,
-                "created_at": now,
-                "result": {},
-            }
-        ],
-    )
-    return bool(getattr(result, "rowcount", 0))
-
-
-def pending_with_prefix(session: Session, prefix: str) -> bool:
-    """Whether pending work exists whose key starts with ``prefix`` (``prefix`` must end
-    with ':', whose successor is ';').
-
-    Only the range on the unique key index is given to the planner: with ``state`` in the
-    WHERE clause too, SQLite prefers the (state, due_at) index and walks every pending row,
-    which is all of them while Slack is unreachable. A key prefix has a handful of rows.
-    """
-    upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    states = session.scalars(
-        select(col(Outbox.state)).where(
-            col(Outbox.dedupe_key) >= prefix, col(Outbox.dedupe_key) < upper
+    for row in rows:  # one statement each: rowcount is only reliable for a single row
+        result = session.execute(
+            stmt,
+            [
+                {
+                    "kind": row.kind,
+                    "platform": row.platform,
+                    "payload": row.payload,
+                    "dedupe_key": row.dedupe_key,
+                    "state": "pending",
+                    "attempts": 0,
+                    "due_at": row.due_at or now,
+                    "created_at": now,
+                    "result": {},
+                }
+            ],
         )
-    )
-    return any(state == "pending" for state in states)
+        added += int(bool(getattr(result, "rowcount", 0)))
+    return added
+
+
+def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) -> set[int]:
+    """The flags among ``flag_ids`` whose card update is still pending.
+
+    Card updates are keyed ``card-update:<flag>:<version>``; each flag is a range scan on
+    the unique key index. ``state`` stays out of the WHERE clause: with it, SQLite prefers
+    the (state, due_at) index and walks every pending row, which is all of them while
+    Slack is unreachable. A flag has a handful of card-update rows.
+    """
+    ids = sorted(set(flag_ids))
+    if not ids:
+        return set()
+    key = col(Outbox.dedupe_key)
+    ranges = [and_(key >= f"card-update:{i}:", key < f"card-update:{i};") for i in ids]
+    rows = session.execute(select(key, col(Outbox.state)).where(or_(*ranges)))
+    return {int(k.split(":")[1]) for k, state in rows if state == "pending"}
 
 
 def claim_due(
