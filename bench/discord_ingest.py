@@ -1,10 +1,12 @@
 """Benchmark: how fast Rapport's Discord ingest takes in messages, next to bare discord.py.
 
-Usage: python bench/discord_ingest.py [-n 20000] [--db sqlite:///…]
+Usage: python bench/discord_ingest.py [-n 20000] [--repeat 3] [--negative-share 0.05]
+[--db sqlite:///…]
 
 The emulator runs in its own process (``python -m bot.sandbox.discord_emulator``, pinned
 to another core when there is one) and fires N prebuilt MESSAGE_CREATE frames back to
-back; this process is pinned to core 0 and takes them in twice, one after the other:
+back; this process is pinned to core 0 and takes them in, in interleaved rounds (medians
+are reported, since this machine's speed drifts from one second to the next):
 
 a) a plain ``discord.Client`` whose ``on_message`` only counts (the ceiling);
 b) Rapport's :class:`~bot.discord_adapter.DiscordAdapter` over the real runtime
@@ -12,8 +14,9 @@ b) Rapport's :class:`~bot.discord_adapter.DiscordAdapter` over the real runtime
    the core has committed the last message.
 
 Lost and duplicated messages are counted by comparing the ids sent with the ids received
-(a) and with the ids stored plus delivered twice to the core (b). The last printed line is
-one JSON object with every figure.
+(a) and with the ids stored plus delivered twice to the core (b), summed over rounds. The
+collector is set up as ``rapport run`` sets it (:mod:`bot.heap`) for every run, the
+baseline included. The last printed line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import contextlib
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -308,38 +312,56 @@ async def run_rapport(
 
 
 async def main_async(
-    n: int, db_url: str | None, timeout_s: float, negative_share: float
+    n: int, db_url: str | None, timeout_s: float, negative_share: float, repeat: int
 ) -> dict[str, Any]:
     texts = message_mix(negative_share)
     # The same collector settings for every run, the baseline included.
     settle_after_startup()
     emu = start_emulator()
+    raws: list[dict[str, Any]] = []
+    baps: list[dict[str, Any]] = []
+    raps: list[dict[str, Any]] = []
     try:
-        raw = await run_raw(emu, n, texts, timeout_s)
-        print(f"raw discord.py : {n} messages in {raw['seconds']:.2f}s = {raw['per_s']:,.0f}/s")
-        bare, _ = await run_adapter(emu, n, texts, timeout_s, NullCore())
-        print(f"adapter, no-op core: {bare['seconds']:.2f}s = {bare['per_s']:,.0f}/s")
-        with tempfile.TemporaryDirectory() as tmp:
-            url = db_url or f"sqlite:///{tmp}/bench.db"
-            rap = await run_rapport(emu, n, texts, url, timeout_s)
-        print(f"rapport ingest : {n} messages in {rap['seconds']:.2f}s = {rap['per_s']:,.0f}/s")
+        # Interleaved rounds: this machine's speed drifts, and a drift then hits both.
+        for round_no in range(1, repeat + 1):
+            raw = await run_raw(emu, n, texts, timeout_s)
+            print(f"[{round_no}] raw discord.py     : {raw['per_s']:>9,.0f}/s")
+            bare, _ = await run_adapter(emu, n, texts, timeout_s, NullCore())
+            print(f"[{round_no}] adapter, no-op core: {bare['per_s']:>9,.0f}/s")
+            with tempfile.TemporaryDirectory() as tmp:
+                url = db_url or f"sqlite:///{tmp}/bench.db"
+                rap = await run_rapport(emu, n, texts, url, timeout_s)
+            print(f"[{round_no}] rapport ingest     : {rap['per_s']:>9,.0f}/s")
+            raws.append(raw)
+            baps.append(bare)
+            raps.append(rap)
     finally:
         emu.proc.terminate()
         emu.proc.wait(10)
-    ratio = rap["per_s"] / raw["per_s"]
-    print(f"ratio rapport/raw = {ratio:.3f}; lost {rap['lost']}, duplicated {rap['duplicated']}")
+    raw_per_s = statistics.median(r["per_s"] for r in raws)
+    rap_per_s = statistics.median(r["per_s"] for r in raps)
+    ratio = rap_per_s / raw_per_s
+    lost = sum(r["lost"] for r in raps)
+    duplicated = sum(r["duplicated"] for r in raps)
+    print(
+        f"median of {repeat}: raw {raw_per_s:,.0f}/s, rapport {rap_per_s:,.0f}/s, "
+        f"ratio {ratio:.3f}; lost {lost}, duplicated {duplicated}"
+    )
     return {
         "n": n,
-        "raw_per_s": round(raw["per_s"], 1),
-        "rapport_per_s": round(rap["per_s"], 1),
+        "repeat": repeat,
+        "raw_per_s": round(raw_per_s, 1),
+        "rapport_per_s": round(rap_per_s, 1),
         "ratio": round(ratio, 4),
-        "lost": rap["lost"],
-        "duplicated": rap["duplicated"],
-        "raw_lost": raw["lost"],
-        "raw_duplicated": raw["duplicated"],
-        "adapter_noop_core_per_s": round(bare["per_s"], 1),
+        "lost": lost,
+        "duplicated": duplicated,
+        "raw_lost": sum(r["lost"] for r in raws),
+        "raw_duplicated": sum(r["duplicated"] for r in raws),
+        "raw_runs": [round(r["per_s"]) for r in raws],
+        "rapport_runs": [round(r["per_s"]) for r in raps],
+        "adapter_noop_core_per_s": round(statistics.median(r["per_s"] for r in baps), 1),
         "negative_share": negative_share,
-        "flagged": rap["flagged"],
+        "flagged": raps[-1]["flagged"],
         "cpu": "client pinned to core 0, emulator on the others",
     }
 
@@ -352,9 +374,14 @@ def main() -> None:
     parser.add_argument(
         "--negative-share", type=float, default=0.05, help="share of complaints in the mix"
     )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="interleaved rounds; medians are reported"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    summary = asyncio.run(main_async(args.n, args.db, args.timeout, args.negative_share))
+    summary = asyncio.run(
+        main_async(args.n, args.db, args.timeout, args.negative_share, args.repeat)
+    )
     print(json.dumps(summary))
 
 
