@@ -34,6 +34,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -239,6 +240,11 @@ class NullCore:
         self, platform: str, community_id: str, channel_id: str
     ) -> str | None:
         return None
+
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        return []
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return []

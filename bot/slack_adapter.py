@@ -26,7 +26,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import aiohttp
@@ -87,6 +87,8 @@ EDIT_BLOCK_ID: Final = "reply"
 EDIT_ACTION_ID: Final = "text"
 SHORTCUT_CALLBACK_ID: Final = "flag_for_followup"
 SLASH_COMMAND: Final = "/rapport"
+THREAD_BACKFILL_DAYS: Final = 3
+"""Threads with replies stored this recently are read again on start (see ``backfill``)."""
 NOT_A_MANAGER: Final = (
     "Only community managers can act on flags. Ask an admin to add you to SLACK_MANAGERS."
 )
@@ -408,15 +410,19 @@ class SlackAdapter:
         await self._socket.connect_async()  # type: ignore[no-untyped-call]
         logger.info("Slack Socket Mode connected")
 
-    async def backfill(self) -> int:
+    async def backfill(self, now: datetime | None = None) -> int:
         """Store what was said while Rapport was not listening; returns messages fed.
 
         Events are acknowledged before they are stored, so a crash can lose one, and
         nothing arrives while the bot is down. On start each channel Rapport has stored
         messages from is read from ``conversations.history`` after the newest stored
-        one; the core recognises anything it already has. Replies in threads whose
-        parent is older than that are not in channel history and are not recovered.
+        one, and the replies of threads found there are read too. Replies to older
+        parents are not in channel history: the threads with replies stored in the last
+        :data:`THREAD_BACKFILL_DAYS` days (the most active ones, bounded) are read again
+        from ``conversations.replies``. A first reply to an older parent with no stored
+        replies is not recovered. The core recognises anything it already has.
         """
+        now = now or datetime.now(tz=UTC)
         fed = 0
         try:
             pairs = await self.core.known_channels(PLATFORM)
@@ -426,11 +432,8 @@ class SlackAdapter:
         for team, channel in pairs:
             if channel == self.flags_channel:
                 continue
-            last = await self.core.last_message_id(PLATFORM, team, channel)
-            if last is None:
-                continue
             try:
-                missed = await self._history_after(channel, last)
+                missed = await self._missed_in(team, channel, now)
             except _CALL_ERRORS as exc:
                 logger.warning("Slack backfill of %s skipped: %s", channel, exc)
                 continue
@@ -441,6 +444,38 @@ class SlackAdapter:
         if fed:
             logger.info("Slack backfill stored %d message(s) missed while away", fed)
         return fed
+
+    async def _missed_in(self, team: str, channel: str, now: datetime) -> list[JSON]:
+        """Top-level messages after the newest stored one, and thread replies since the
+        newest stored reply of each thread, oldest first."""
+        last = await self.core.last_message_id(PLATFORM, team, channel)
+        if last is None:
+            return []
+        top = await self._history_after(channel, last)
+        threads: dict[str, str | None] = {
+            str(m["ts"]): None for m in top if int(m.get("reply_count") or 0) > 0
+        }
+        since = now - timedelta(days=THREAD_BACKFILL_DAYS)
+        for thread_ts, newest in await self.core.recent_threads(PLATFORM, team, channel, since):
+            threads.setdefault(thread_ts, f"{newest.timestamp():.6f}")
+        found = {str(m.get("ts")): m for m in top}
+        for thread_ts, oldest in threads.items():
+            for m in await self._replies_after(channel, thread_ts, oldest):
+                if m.get("ts") != thread_ts:  # the parent comes back with every page
+                    found.setdefault(str(m.get("ts")), m)
+        return sorted(found.values(), key=lambda m: float(m.get("ts") or 0))
+
+    async def _replies_after(self, channel: str, thread_ts: str, oldest: str | None) -> list[JSON]:
+        found: list[JSON] = []
+        cursor: str | None = None
+        while True:
+            resp = await self.client.conversations_replies(
+                channel=channel, ts=thread_ts, oldest=oldest, limit=200, cursor=cursor
+            )
+            found.extend(m for m in resp.get("messages") or [] if isinstance(m, dict))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                return found
 
     async def _history_after(self, channel: str, oldest: str) -> list[JSON]:
         found: list[JSON] = []

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
@@ -31,6 +32,9 @@ from storage.models import Flag, Member, Message
 from storage.queries import DeleteRow, EditRow, NewMessageRow, ReactionRow
 
 logger = logging.getLogger(__name__)
+
+RECENT_THREADS = 50
+"""How many recently active threads per channel a backfill reads again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +289,16 @@ class Core:
         await self._writer.flush()
         return await self._db.run(
             lambda s: queries.last_message_id(s, platform, community_id, channel_id)
+        )
+
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        await self._writer.flush()
+        return await self._db.run(
+            lambda s: queries.recent_threads(
+                s, platform, community_id, channel_id, since, RECENT_THREADS
+            )
         )
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:

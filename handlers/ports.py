@@ -105,6 +105,13 @@ class CommunityCore(Protocol):
         """(community, channel) pairs with stored messages, for backfill after downtime."""
         ...
 
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        """Threads of a channel with replies stored since ``since``, as ``(thread id,
+        newest stored reply time)``, most recently active first (bounded), for backfill."""
+        ...
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome: ...

@@ -493,6 +493,33 @@ def last_message_id(
     return str(row[0]) if row is not None else None
 
 
+def recent_threads(
+    session: Session,
+    platform: str,
+    community_id: str,
+    channel_id: str,
+    since: datetime,
+    limit: int,
+) -> list[tuple[str, datetime]]:
+    """Threads with replies stored since ``since``: ``(thread id, newest reply time)``,
+    most recently active first."""
+    newest = func.max(col(Message.created_at))
+    rows = session.execute(
+        select(col(Message.thread_id), newest)
+        .where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.channel_id) == channel_id,
+            col(Message.thread_id).is_not(None),
+            col(Message.created_at) >= since,
+        )
+        .group_by(col(Message.thread_id))
+        .order_by(newest.desc())
+        .limit(limit)
+    ).all()
+    return [(str(thread), at) for thread, at in rows]
+
+
 def channels_with_messages(session: Session, platform: str) -> list[tuple[str, str]]:
     rows = session.execute(
         select(col(Message.community_id), col(Message.channel_id))

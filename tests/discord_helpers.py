@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -98,6 +99,11 @@ class MemoryCore:
             if p == platform and r.event.channel_id == channel_id
         ]
         return str(max(ids)) if ids else None
+
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        return []
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return []

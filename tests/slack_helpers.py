@@ -114,6 +114,11 @@ class StandInCore:
     ) -> str | None:
         return None
 
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        return []
+
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return []
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
@@ -152,3 +153,26 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
             ]
         )
         assert rows == ["Umbrella"]
+
+
+async def test_recent_threads_lists_active_threads_newest_first(db_url: str) -> None:
+    """What a backfill reads again after downtime: threads with recent replies only."""
+    t0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(t0), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        said = [
+            message("old thread reply", "r0", thread="t-old", at=t0 - timedelta(days=5)),
+            message("a reply", "r1", thread="t-a", at=t0 - timedelta(hours=3)),
+            message("another reply", "r2", thread="t-b", at=t0 - timedelta(hours=2)),
+            message("a later reply", "r3", thread="t-a", at=t0 - timedelta(hours=1)),
+            message("top level", "m1", at=t0),
+            message("elsewhere", "r4", thread="t-c", channel="c2", at=t0),
+        ]
+        for event in said:
+            await rt.core.on_message(event)
+        threads = await rt.core.recent_threads("discord", "g1", "c1", t0 - timedelta(days=1))
+        assert threads == [
+            ("t-a", t0 - timedelta(hours=1)),
+            ("t-b", t0 - timedelta(hours=2)),
+        ]

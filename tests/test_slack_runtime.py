@@ -126,3 +126,33 @@ async def test_messages_missed_while_away_are_backfilled_once(stack: SlackStack)
         lambda s: sorted(m.message_id for m in s.scalars(select(Message)))
     )
     assert stored == sorted([first, *missed])
+
+
+async def test_thread_replies_missed_while_away_are_backfilled_once(stack: SlackStack) -> None:
+    """Replies are not in channel history: both to a thread the bot already knows (whose
+    parent is older than anything missed) and to a new parent said while away."""
+    emu = stack.emu
+    observed = stack.extras["observed"]
+    parent, _ = await emu.say(GENERAL, MEMBER, "anyone else seeing login errors?")
+    first_reply, _ = await emu.say(GENERAL, MEMBER, "same here", thread_ts=parent)
+    latest, _ = await emu.say(GENERAL, MEMBER, "unrelated: nice update")
+    await observed.wait_for(lambda: len(observed.messages) == 3)
+    # While the bot was down: a reply under the old parent, a new thread with a reply.
+    old_thread_reply = emu.member_message(GENERAL, MEMBER, "still broken", thread_ts=parent)
+    new_parent = emu.member_message(GENERAL, MEMBER, "checkout fails for me")
+    new_reply = emu.member_message(GENERAL, MEMBER, "me too", thread_ts=new_parent["ts"])
+    assert await stack.adapter.backfill() == 3
+    assert await stack.adapter.backfill() == 0
+    assert stack.runtime is not None
+    await stack.runtime.writer.flush()
+    stored = await stack.runtime.db.run(
+        lambda s: {m.message_id: m.thread_id for m in s.scalars(select(Message))}
+    )
+    assert stored == {
+        parent: None,
+        first_reply: parent,
+        latest: None,
+        old_thread_reply["ts"]: parent,
+        new_parent["ts"]: None,
+        new_reply["ts"]: new_parent["ts"],
+    }

@@ -6,6 +6,8 @@ overriding one method keeps each wrapper to the part that differs.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from handlers.events import MemberJoinEvent, MessageEvent, ReactionEvent
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
 
@@ -35,6 +37,11 @@ class DelegatingCore:
         self, platform: str, community_id: str, channel_id: str
     ) -> str | None:
         return await self.inner.last_message_id(platform, community_id, channel_id)
+
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        return await self.inner.recent_threads(platform, community_id, channel_id, since)
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return await self.inner.known_channels(platform)

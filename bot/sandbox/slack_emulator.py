@@ -529,7 +529,10 @@ class SlackEmulator:
         ts = str(params.get("ts") or "")
         if ts not in ch.messages:
             raise _ApiError("thread_not_found")
-        return self._page(self.thread(ch.id, ts), params)
+        # Like Slack: the parent always comes first; ``oldest`` filters the replies.
+        oldest = float(params.get("oldest") or 0)
+        thread = [m for m in self.thread(ch.id, ts) if m["ts"] == ts or float(m["ts"]) > oldest]
+        return self._page(thread, params)
 
     def _users_info(self, params: JSON) -> JSON:
         user = self.users.get(str(params.get("user") or ""))
