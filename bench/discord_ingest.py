@@ -34,7 +34,6 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +48,11 @@ from sqlmodel import col  # noqa: E402
 from bot.app import build_runtime, default_judge  # noqa: E402
 from bot.discord_adapter import DiscordAdapter, configure_endpoints  # noqa: E402
 from bot.heap import settle_after_startup  # noqa: E402
-from bot.sandbox.delegating import DelegatingCore  # noqa: E402
+from bot.sandbox.delegating import DelegatingCore, NullCore  # noqa: E402
 from bot.settings import Settings, load_settings  # noqa: E402
-from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent  # noqa: E402
+from handlers.events import MessageEvent, MessageKind  # noqa: E402
 from handlers.judging import Judge  # noqa: E402
-from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome  # noqa: E402
+from handlers.ports import CommunityCore  # noqa: E402
 from storage.models import Message  # noqa: E402
 
 logger = logging.getLogger("bench.discord_ingest")
@@ -214,48 +213,6 @@ def _judge(settings: Settings) -> Judge:
         from handlers.detect import Detector
 
         return Detector.default()
-
-
-class NullCore:
-    """A core that does nothing: isolates the adapter's own cost."""
-
-    async def on_message(self, event: MessageEvent) -> None:
-        return None
-
-    async def on_reaction(self, event: ReactionEvent) -> None:
-        return None
-
-    async def on_member_join(self, event: MemberJoinEvent) -> None:
-        return None
-
-    async def register_community(
-        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
-    ) -> None:
-        return None
-
-    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
-        return True
-
-    async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None:
-        return None
-
-    async def recent_threads(
-        self, platform: str, community_id: str, channel_id: str, since: datetime
-    ) -> list[tuple[str, datetime]]:
-        return []
-
-    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
-        return []
-
-    async def manual_flag(
-        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
-    ) -> FlagOutcome:
-        return FlagOutcome(ok=False, message="")
-
-    async def status_text(self, platform: str, community_id: str) -> str:
-        return ""
 
 
 async def run_adapter(

@@ -15,7 +15,6 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,7 +24,7 @@ from sqlmodel import Session, col
 
 from bot.app import Runtime, build_runtime
 from bot.discord_adapter import DiscordAdapter
-from bot.sandbox.delegating import DelegatingCore
+from bot.sandbox.delegating import DelegatingCore, NullCore
 from bot.sandbox.discord_emulator import (
     PERM_MANAGE_GUILD,
     PERM_MANAGE_MESSAGES,
@@ -58,7 +57,7 @@ class StoredRow:
 
 
 @dataclass
-class MemoryCore:
+class MemoryCore(NullCore):
     """A stand-in CommunityCore: idempotent store on (platform, message id), no detection."""
 
     unwatched: set[str] = field(default_factory=set)
@@ -75,12 +74,6 @@ class MemoryCore:
             row.text = event.text
         elif row is not None and event.kind == MessageKind.DELETE:
             row.text, row.deleted = "", True
-
-    async def on_reaction(self, event: ReactionEvent) -> None:
-        return None
-
-    async def on_member_join(self, event: MemberJoinEvent) -> None:
-        return None
 
     async def register_community(
         self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
@@ -99,14 +92,6 @@ class MemoryCore:
             if p == platform and r.event.channel_id == channel_id
         ]
         return str(max(ids)) if ids else None
-
-    async def recent_threads(
-        self, platform: str, community_id: str, channel_id: str, since: datetime
-    ) -> list[tuple[str, datetime]]:
-        return []
-
-    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
-        return []
 
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str

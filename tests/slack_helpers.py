@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from bot.sandbox.delegating import DelegatingCore
+from bot.sandbox.delegating import DelegatingCore, NullCore
 from bot.sandbox.slack_emulator import SlackEmulator
 from bot.slack_adapter import SlackAdapter
 from handlers.events import (
@@ -58,7 +58,7 @@ OUTSIDER = "U0OUTSIDER"
 EVIL = "<!channel> <@U1> <https://evil|click> & co"
 
 
-class StandInCore:
+class StandInCore(NullCore):
     """CommunityCore + FlagWorkflow in memory: records calls, keeps flags, emits card
     actions through the registered executor like the real outbox would (inline)."""
 
@@ -105,22 +105,6 @@ class StandInCore:
         self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
     ) -> None:
         self.communities.append((community_id, name, channels))
-
-    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
-        return True
-
-    async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None:
-        return None
-
-    async def recent_threads(
-        self, platform: str, community_id: str, channel_id: str, since: datetime
-    ) -> list[tuple[str, datetime]]:
-        return []
-
-    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
-        return []
 
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str

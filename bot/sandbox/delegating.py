@@ -1,7 +1,8 @@
-"""A CommunityCore that forwards every call to another one.
+"""Stand-in CommunityCores: one that forwards every call, one that does nothing.
 
-Tests and benchmarks wrap the real core to watch what reaches it; subclassing this and
-overriding one method keeps each wrapper to the part that differs.
+Tests and benchmarks wrap the real core to watch what reaches it, or stand in for it;
+subclassing one of these and overriding a method or two keeps each to the part that
+differs.
 """
 
 from __future__ import annotations
@@ -53,3 +54,49 @@ class DelegatingCore:
 
     async def status_text(self, platform: str, community_id: str) -> str:
         return await self.inner.status_text(platform, community_id)
+
+
+class NullCore:
+    """A CommunityCore that stores nothing and answers "nothing known".
+
+    The base for stand-in cores in tests and benchmarks: each overrides only the calls
+    it gives meaning to, and a method added to the port is added here once.
+    """
+
+    async def on_message(self, event: MessageEvent) -> None:
+        return None
+
+    async def on_reaction(self, event: ReactionEvent) -> None:
+        return None
+
+    async def on_member_join(self, event: MemberJoinEvent) -> None:
+        return None
+
+    async def register_community(
+        self, platform: str, community_id: str, name: str, channels: list[ChannelInfo]
+    ) -> None:
+        return None
+
+    async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool:
+        return True
+
+    async def last_message_id(
+        self, platform: str, community_id: str, channel_id: str
+    ) -> str | None:
+        return None
+
+    async def recent_threads(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> list[tuple[str, datetime]]:
+        return []
+
+    async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        return []
+
+    async def manual_flag(
+        self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
+    ) -> FlagOutcome:
+        return FlagOutcome(ok=False, message="Nothing is stored here.")
+
+    async def status_text(self, platform: str, community_id: str) -> str:
+        return ""
