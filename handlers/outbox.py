@@ -124,8 +124,8 @@ class Outbox:
     def enqueue_many_in(
         self, session: Any, items: Sequence[tuple[Action, str]], *, delay_s: float = 0.0
     ) -> int:
-        """As :meth:`enqueue_in` for several actions in one statement; returns how many
-        were added."""
+        """As :meth:`enqueue_in` for several actions, with one pending-card-update check
+        for all of them; returns how many were added."""
         now = self._clock.now()
         card_flags = [a.flag_id for a, _ in items if isinstance(a, UpdateFlagCard)]
         # A card is rendered from the flag's state when the update runs, so one pending
