@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,9 +217,15 @@ def _judge(settings: Settings) -> Judge:
 
 
 async def run_adapter(
-    emu: Emulator, n: int, texts: list[str], timeout_s: float, inner: CommunityCore
+    emu: Emulator,
+    n: int,
+    texts: list[str],
+    timeout_s: float,
+    inner: CommunityCore,
+    committed: Callable[[], Awaitable[None]] | None = None,
 ) -> tuple[dict[str, Any], CountingCore]:
-    """Rapport's adapter in front of ``inner``, timed until ``inner`` finished the last one."""
+    """Rapport's adapter in front of ``inner``, timed until ``inner`` finished the last one
+    and, with ``committed``, until that has returned (every write committed)."""
     core = CountingCore(inner, n)
     client = DiscordAdapter(
         core,
@@ -233,6 +240,8 @@ async def run_adapter(
         sent, started = await _burst(http, emu, n, texts)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(core.done.wait(), timeout_s)
+        if committed is not None:
+            await committed()
         elapsed = time.perf_counter() - started
         await client.close()
         await asyncio.gather(runner, return_exceptions=True)
@@ -253,7 +262,9 @@ async def run_rapport(
     settings = load_settings(_env_file=None, DATABASE_URL=db_url)
     async with build_runtime(settings, judge=_judge(settings), start_workers=False) as rt:
         settle_after_startup()  # as `rapport run` does once it has started
-        result, core = await run_adapter(emu, n, texts, timeout_s, rt.core)
+        # The core does not wait for most commits, so the clock stops only once the
+        # writer has committed everything (and the flags are raised).
+        result, core = await run_adapter(emu, n, texts, timeout_s, rt.core, rt.writer.flush)
         sent = result["sent"]
         elapsed = result["seconds"]
         await rt.writer.flush()

@@ -29,7 +29,7 @@ from handlers.watch import FlagWatch
 from storage import queries
 from storage.db import Database
 from storage.models import Flag, Member, Message
-from storage.queries import DeleteRow, EditRow, NewMessageRow, ReactionRow
+from storage.queries import DeleteRow, EditRow, IngestOp, NewMessageRow, ReactionRow
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,7 @@ class Core:
         self._judge = judge
         self.flags = flags
         self._writer = writer
+        writer.observers.append(self._count_stored)
         self._opted_out: set[tuple[str, str, str]] = set()
         self._unwatched: set[tuple[str, str, str]] = set()
         self._watch = FlagWatch(db, clock, flags, escalation=escalation, incidents=incidents)
@@ -171,28 +172,31 @@ class Core:
                 if watch is not None and event.text
                 else ()
             )
-            fresh = await self._writer.submit(
-                NewMessageRow(
-                    platform=event.platform,
-                    community_id=event.community_id,
-                    channel_id=event.channel_id,
-                    message_id=event.message_id,
-                    thread_id=event.thread_id,
-                    reply_to=event.reply_to,
-                    author_id=event.author.id,
-                    author_name=event.author.name,
-                    text=event.text,
-                    created_at=event.created_at,
-                    score=verdict.score if verdict else None,
-                    reason=verdict.reason if verdict and verdict.is_negative else None,
-                    severity=verdict.severity if verdict and verdict.is_negative else None,
-                    permalink=event.permalink,
-                    mentions=mentions,
-                )
+            row = NewMessageRow(
+                platform=event.platform,
+                community_id=event.community_id,
+                channel_id=event.channel_id,
+                message_id=event.message_id,
+                thread_id=event.thread_id,
+                reply_to=event.reply_to,
+                author_id=event.author.id,
+                author_name=event.author.name,
+                text=event.text,
+                created_at=event.created_at,
+                score=verdict.score if verdict else None,
+                reason=verdict.reason if verdict and verdict.is_negative else None,
+                severity=verdict.severity if verdict and verdict.is_negative else None,
+                permalink=event.permalink,
+                mentions=mentions,
             )
-            if not fresh:
+            if not self._follows_up(event, verdict):
+                # Most messages: stored and judged, nothing else to do. Not waiting for
+                # the commit spares a future and a wake-up per message; the write is in
+                # the same batch either way, and a flush waits for it.
+                self._writer.enqueue(row)
+                return
+            if not await self._writer.submit(row):
                 return  # a redelivery (retry, backfill): already judged and counted
-            self.stats.messages += 1
         watched = self._watch.thread_flag(event)
         if watched is not None:
             # A reply in a flagged thread counts towards that flag, not a card of its own.
@@ -204,6 +208,21 @@ class Core:
             task.add_done_callback(self._reviews.discard)
         elif verdict is not None and verdict.is_negative:
             await self._flag(event, verdict)
+
+    def _follows_up(self, event: MessageEvent, verdict: VerdictLike | None) -> bool:
+        """Whether a new message needs more than storing once committed (and if fresh)."""
+        return self._watch.thread_flag(event) is not None or (
+            verdict is not None
+            and (verdict.is_negative or (self._second is not None and self._second.wants(verdict)))
+        )
+
+    def _count_stored(self, ops: list[IngestOp], fresh: list[bool]) -> None:
+        """Count new messages as their batch commits (redeliveries are not counted)."""
+        n = 0
+        for op, is_fresh in zip(ops, fresh, strict=True):
+            if is_fresh and type(op) is NewMessageRow:
+                n += 1
+        self.stats.messages += n
 
     async def _review(self, event: MessageEvent) -> None:
         assert self._second is not None
@@ -302,6 +321,7 @@ class Core:
         )
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
+        await self._writer.flush()
         pairs = await self._db.run(lambda s: queries.channels_with_messages(s, platform))
         return [p for p in pairs if (platform, *p) not in self._unwatched]
 
@@ -341,6 +361,8 @@ class Core:
         return outcome
 
     async def status_text(self, platform: str, community_id: str) -> str:
+        await self._writer.flush()
+
         def work(s: Session) -> tuple[int, int, int]:
             msgs = s.execute(
                 select(func.count())

@@ -1,6 +1,7 @@
 """The write side of ingestion: every message passes here, so it is batched.
 
-Callers submit an operation and await its commit; see :mod:`handlers.batching`.
+Callers submit an operation and await its commit, or enqueue it when they need no
+answer; see :mod:`handlers.batching`.
 """
 
 from __future__ import annotations

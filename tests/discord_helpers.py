@@ -33,6 +33,7 @@ from bot.sandbox.discord_emulator import (
 )
 from bot.settings import load_settings
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
+from handlers.ingest import IngestWriter
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
 from storage.db import Database
 from storage.models import Message
@@ -181,10 +182,15 @@ class ObservedCore(DelegatingCore):
 
 
 class RuntimeStore:
-    """:class:`MessageStore` over the real runtime's database."""
+    """:class:`MessageStore` over the real runtime's database.
 
-    def __init__(self, db: Database) -> None:
+    The core does not wait for most messages' commits, so reads first wait for the
+    ingest writer, as the core's own readers do.
+    """
+
+    def __init__(self, db: Database, writer: IngestWriter) -> None:
         self._db = db
+        self._writer = writer
 
     async def stored_text(self, platform: str, message_id: str) -> str | None:
         def work(s: Session) -> str | None:
@@ -195,6 +201,7 @@ class RuntimeStore:
             ).first()
             return None if row is None else row.text
 
+        await self._writer.flush()
         return await self._db.run(work)
 
     async def stored_count(self, platform: str, message_ids: list[str]) -> int:
@@ -210,6 +217,7 @@ class RuntimeStore:
                 ).scalar_one()
             )
 
+        await self._writer.flush()
         return await self._db.run(work)
 
 
@@ -243,7 +251,7 @@ async def core_under_test(kind: str, tmp_path: Path) -> AsyncIterator[CoreUnderT
         async def unwatch_real(community_id: str, channel_id: str) -> None:
             await rt.core.set_watched("discord", community_id, channel_id, False)
 
-        yield CoreUnderTest(ObservedCore(rt.core), RuntimeStore(rt.db), unwatch_real, rt)
+        yield CoreUnderTest(ObservedCore(rt.core), RuntimeStore(rt.db, rt.writer), unwatch_real, rt)
 
 
 @dataclass

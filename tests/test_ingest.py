@@ -22,6 +22,7 @@ def _settings(url: str) -> Settings:
 
 
 async def _count(rt, model) -> int:  # type: ignore[no-untyped-def]
+    await rt.writer.flush()
     return await rt.db.run(
         lambda s: s.execute(select(func.count()).select_from(model)).scalar_one()
     )
@@ -43,6 +44,7 @@ async def test_same_message_many_times_concurrently_is_one_row(db_url: str) -> N
         rng.shuffle(deliveries)
         cores = [rt1.core, rt2.core]
         await asyncio.gather(*(cores[i % 2].on_message(e) for i, e in enumerate(deliveries)))
+        await rt2.writer.flush()
         assert await _count(rt1, Message) == 40
         members = await rt1.db.run(lambda s: s.scalars(select(Member)).all())
         assert len(members) == 1
@@ -101,6 +103,7 @@ async def test_opted_out_member_is_not_stored_and_opt_out_erases(db_url: str) ->
         await rt.core.set_opt_out("discord", "g1", "u9", True)
         await rt.core.on_message(message("after opting out", "a2", author="u9"))
         await rt.core.on_message(message("someone else", "a3", author="u2"))
+        await rt.writer.flush()
         rows = {
             m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
         }
@@ -129,6 +132,7 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
         await rt.core.on_message(message("no competitors here", "c3"))
         await rt.core.set_competitors("discord", "g2", ["Umbrella"])
         await rt.core.on_message(message("Globex? Umbrella is great", "c4", community="g2"))
+        await rt.writer.flush()
         rows = await rt.db.run(lambda s: list(s.scalars(select(CompetitorMention))))
         tags = sorted((r.message_id, r.competitor, r.sentiment) for r in rows)
         assert tags == [
@@ -147,6 +151,7 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
         settings, clock=ManualClock(), judge=KeywordJudge(), start_workers=False
     ) as rt:
         await rt.core.on_message(message("Umbrella and Globex both", "c5", community="g2"))
+        await rt.writer.flush()
         rows = await rt.db.run(
             lambda s: [
                 r.competitor for r in s.scalars(select(CompetitorMention)) if r.message_id == "c5"
