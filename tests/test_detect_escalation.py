@@ -117,3 +117,16 @@ def test_a_storm_of_identical_complaints_is_one_incident_counted_in_full() -> No
     keys = {index.add("c1", "the checkout page is down again", at(i)) for i in range(50)}
     assert len(keys) == 1
     assert index.incident_sizes("c1", at(50)) == {keys.pop(): 50}
+
+
+def test_a_long_storm_keeps_matching_and_counts_only_the_window() -> None:
+    """Samples and counts slide with the window: an incident that keeps coming in stays
+    one incident, and its size is what arrived in the last window, not since the start."""
+    index = IncidentIndex(window=timedelta(minutes=10), samples_per_incident=3)
+    keys = {index.add("c1", "the checkout page is down again", at(i)) for i in range(0, 60, 2)}
+    assert len(keys) == 1
+    assert index.incident_sizes("c1", at(59)) == {keys.pop(): 5}  # minutes 50..58
+    # Once the samples have expired, the same complaint starts a new incident.
+    later = index.add("c1", "the checkout page is down again", at(200), key="fresh")
+    assert later == "fresh"
+    assert index.incident_sizes("c1", at(200)) == {"fresh": 1}

@@ -7,6 +7,7 @@ same code runs in the ingestion path, in replays and in tests without sleeping.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -189,13 +190,20 @@ class _Entry:
 
 @dataclass(slots=True)
 class _Community:
-    """One community's recent complaints, with an inverted index from shingle to entries."""
+    """One community's recent complaints, with an inverted index from shingle to entries.
+
+    ``order`` (entry ids) and ``arrivals`` are in arrival order, so pruning pops stale
+    items off their fronts: its cost is what expired, not what is kept. (A clock that
+    steps back only makes a few entries live a little longer.)
+    """
 
     entries: dict[int, _Entry] = field(default_factory=dict)
+    order: deque[int] = field(default_factory=deque)
     postings: dict[str, set[int]] = field(default_factory=dict)
     next_id: int = 0
     samples: dict[str, int] = field(default_factory=dict)  # stored entries per incident
-    arrivals: dict[str, list[datetime]] = field(default_factory=dict)  # every complaint
+    arrivals: deque[tuple[datetime, str]] = field(default_factory=deque)  # every complaint
+    sizes: dict[str, int] = field(default_factory=dict)  # complaints per live incident
 
 
 @dataclass(slots=True)
@@ -223,9 +231,11 @@ class IncidentIndex:
             com = self._communities[community_id] = _Community()
             return com
         start = now - self.window
-        stale = [i for i, e in com.entries.items() if e.at < start]
-        for i in stale:
-            entry = com.entries.pop(i)
+        entries = com.entries
+        order = com.order
+        while order and entries[order[0]].at < start:
+            i = order.popleft()
+            entry = entries.pop(i)
             com.samples[entry.key] -= 1
             if not com.samples[entry.key]:
                 del com.samples[entry.key]
@@ -235,12 +245,12 @@ class IncidentIndex:
                     ids.discard(i)
                     if not ids:
                         del com.postings[sh]
-        for key in list(com.arrivals):
-            kept = [t for t in com.arrivals[key] if t >= start]
-            if kept:
-                com.arrivals[key] = kept
-            else:
-                del com.arrivals[key]
+        arrivals = com.arrivals
+        while arrivals and arrivals[0][0] < start:
+            _, key = arrivals.popleft()
+            com.sizes[key] -= 1
+            if not com.sizes[key]:
+                del com.sizes[key]
         return com
 
     def match(self, community_id: str, text: str, now: datetime) -> str | None:
@@ -275,20 +285,21 @@ class IncidentIndex:
                 self._counter += 1
                 key = f"{community_id}:incident:{self._counter}"
             found = key
-        com.arrivals.setdefault(found, []).append(now)
+        com.arrivals.append((now, found))
+        com.sizes[found] = com.sizes.get(found, 0) + 1
         if com.samples.get(found, 0) < self.samples_per_incident:
             com.samples[found] = com.samples.get(found, 0) + 1
             entry_id = com.next_id
             com.next_id += 1
             com.entries[entry_id] = _Entry(found, now, sh)
+            com.order.append(entry_id)
             for s in sh:
                 com.postings.setdefault(s, set()).add(entry_id)
         return found
 
     def incident_sizes(self, community_id: str, now: datetime) -> dict[str, int]:
         """How many complaints each live incident holds."""
-        com = self._prune(community_id, now)
-        return {key: len(times) for key, times in com.arrivals.items()}
+        return dict(self._prune(community_id, now).sizes)
 
 
 def merge_keys(keys: Iterable[str | None]) -> list[str]:
