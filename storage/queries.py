@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
@@ -211,17 +212,22 @@ _SQLITE_INSERT_MESSAGES = (
     f"VALUES ({', '.join('?' * len(_MESSAGE_COLUMNS))}) ON CONFLICT DO NOTHING"
 )
 _SQLITE_ID_CHUNK = 500
+_SQLITE_EXISTING_IDS = (
+    "SELECT message_id FROM messages WHERE platform = ? AND community_id = ? "
+    "AND channel_id = ? AND message_id IN ({})"
+)
 
 
 def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
     """Look up which keys exist, then one driver-level executemany for the rest.
 
     A SQLite transaction here began with ``BEGIN IMMEDIATE`` (see :mod:`storage.db`), so
-    no other writer can add a row between the lookup and the insert. This path costs a
-    third of the per-row work of going through SQLAlchemy's statement layer, which
-    matters because every message comes through it.
+    no other writer can add a row between the lookup and the insert. Both statements go
+    straight to the driver: this runs for every message, and SQLAlchemy's statement
+    layer (compiling an ``IN`` of hundreds of parameters, processing each bind) cost
+    more than SQLite's own work.
     """
-    table = _table(Message)
+    conn = session.connection()
     by_channel: dict[tuple[str, str, str], list[str]] = {}
     for r in rows:
         by_channel.setdefault((r.platform, r.community_id, r.channel_id), []).append(r.message_id)
@@ -229,27 +235,24 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[
     for (platform, community_id, channel_id), ids in by_channel.items():
         for start in range(0, len(ids), _SQLITE_ID_CHUNK):
             chunk = ids[start : start + _SQLITE_ID_CHUNK]
-            for (mid,) in session.execute(
-                select(table.c.message_id).where(
-                    table.c.platform == platform,
-                    table.c.community_id == community_id,
-                    table.c.channel_id == channel_id,
-                    table.c.message_id.in_(chunk),
-                )
-            ):
+            found = conn.exec_driver_sql(
+                _SQLITE_EXISTING_IDS.format(", ".join("?" * len(chunk))),
+                (platform, community_id, channel_id, *chunk),
+            )
+            for (mid,) in found:
                 seen.add((platform, community_id, channel_id, str(mid)))
     to_datetime = _sqlite_datetime(session)
     fresh: set[MessageKey] = set()
     values = []
     for r in rows:
-        key = message_key(r)
+        key = (r.platform, r.community_id, r.channel_id, r.message_id)
         if key in seen:
             continue
         seen.add(key)
         fresh.add(key)
         values.append(_message_values(r, to_datetime(r.created_at)))
     if values:
-        session.connection().exec_driver_sql(_SQLITE_INSERT_MESSAGES, values)
+        conn.exec_driver_sql(_SQLITE_INSERT_MESSAGES, values)
     return fresh
 
 
@@ -306,18 +309,23 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
         }
         for (p, c, a), (name, first, last, n) in sorted(seen.items())
     ]
-    ins = _insert(session, _table(Member))
-    stmt = ins.on_conflict_do_update(
+    session.execute(_member_upsert(session.get_bind().dialect.name), values)
+
+
+@cache
+def _member_upsert(dialect: str) -> Any:
+    """Built once per dialect: building it cost more than running it, every batch."""
+    table = _table(Member)
+    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    newest = func.greatest if dialect == "postgresql" else func.max
+    return ins.on_conflict_do_update(
         index_elements=["platform", "community_id", "external_id"],
         set_={
             "display_name": ins.excluded.display_name,
-            "last_seen": func.max(_table(Member).c.last_seen, ins.excluded.last_seen)
-            if session.get_bind().dialect.name == "sqlite"
-            else func.greatest(_table(Member).c.last_seen, ins.excluded.last_seen),
-            "message_count": _table(Member).c.message_count + ins.excluded.message_count,
+            "last_seen": newest(table.c.last_seen, ins.excluded.last_seen),
+            "message_count": table.c.message_count + ins.excluded.message_count,
         },
     )
-    session.execute(stmt, values)
 
 
 def _message_where(platform: str, community_id: str, channel_id: str, message_id: str) -> Any:
