@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from handlers.detect import REASONS, SEVERITIES, Detector
+from handlers.detect import REASONS, SEVERITIES, Detector, features, lexicon
 from handlers.detect.lexicon import load_vader_lexicon
 from handlers.detect.model import LinearModel, fit, load_seed
 
@@ -173,3 +175,48 @@ def test_seed_is_varied_and_balanced() -> None:
     assert len(rows) >= 600
     positives = sum(1 for _, y in rows if y)
     assert 0.35 < positives / len(rows) < 0.65
+
+
+class _Everything:
+    """A set that contains every token: sends each one down extract's full path."""
+
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+_VOCAB = sorted(
+    {
+        *lexicon.WORD_GROUPS,
+        *lexicon.NEGATORS,
+        *lexicon.ACTION_VERBS,
+        *lexicon.NUMBER_WORDS,
+        *lexicon.ORDINALS,
+        *lexicon.TIME_UNITS,
+        *lexicon.ATTEMPT_NOUNS,
+        *lexicon.STOPWORDS,
+        *lexicon.SECOND_PERSON,
+        *(w for p in lexicon.PHRASE_GROUPS for w in p.split()),
+        *lexicon.words("all ages forever 3 48hrs 2d 12 ? ! great love awful widget banana 😡 👍"),
+    }
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=14), st.booleans())
+def test_the_short_path_for_ordinary_words_changes_no_feature(
+    tokens: list[str], shout: bool
+) -> None:
+    """Most words skip extract's per-token checks; that must not change any feature."""
+    valence = _VALENCE
+    text = " ".join(tokens)
+    if shout:
+        text = text.upper()
+    fast = features.extract(text, valence)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(features, "_SPECIAL", _Everything())
+        full = features.extract(text, valence)
+    assert fast == full
+    assert list(fast.values) == list(full.values)  # same order, for the same fit
+
+
+_VALENCE = load_vader_lexicon()

@@ -38,6 +38,16 @@ _CAPS_RE = re.compile(r"\b[A-Z]{4,}\b")
 _POS_EMOJI_RE = re.compile("[" + POSITIVE_EMOJI + "]")
 _NEG_EMOJI_RE = re.compile("[" + NEGATIVE_EMOJI + "]")
 _DIGIT_UNITS = {"h": 1.0, "d": 24.0}
+_VAGUE_DURATIONS = words("hours days weeks months ages forever")
+_SPECIAL: frozenset[str] = frozenset(
+    {*WORD_GROUPS, *NUMBER_WORDS, *ORDINALS, *_VAGUE_DURATIONS, "all"}
+    | NEGATORS
+    | ACTION_VERBS
+    | SECOND_PERSON
+    | FIRST_PERSON
+    | ATTEMPT_NOUNS
+)
+"""Tokens the full per-token path must see; any other word takes the short path."""
 
 # Groups that signal a complaint (as opposed to topic-only or positive groups).
 COMPLAINT_GROUPS: frozenset[str] = words(
@@ -95,6 +105,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     prev = ""
     word_groups = WORD_GROUPS
     phrase_groups = PHRASE_GROUPS
+    special = _SPECIAL
     for i in range(n_toks):
         t = toks[i]
         if t == "?":
@@ -107,6 +118,30 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             continue
         words += 1
         vals[t] = 1.0
+        if t not in special and not t[0].isdigit():
+            # Most tokens are in no word list: only their valence, the bigram they end
+            # and the content set can change. (Same result as the full path below.)
+            v = valence.get(t)
+            if v is not None:
+                if neg_left:
+                    v = -0.74 * v
+                if v > 0:
+                    vpos += v
+                else:
+                    vneg -= v
+            if prev:
+                bg = prev + " " + t
+                vals[bg] = 1.0
+                pg = phrase_groups.get(bg)
+                if pg is not None:
+                    groups[pg] = groups.get(pg, 0) + 1
+                    evidence.append((pg, bg))
+            if neg_left:
+                neg_left -= 1
+            if len(t) > 2 and t not in STOPWORDS:
+                content.add(t)
+            prev = t
+            continue
         g = word_groups.get(t)
         if g is not None:
             if neg_left:
@@ -181,7 +216,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             elif t == "all" and nxt in TIME_UNITS:
                 hours = max(hours, TIME_UNITS[nxt])
                 evidence.append(("duration", f"all {nxt}"))
-        if t in ("hours", "days", "weeks", "months", "ages", "forever") and (
+        if t in _VAGUE_DURATIONS and (
             i == 0 or (toks[i - 1] not in NUMBER_WORDS and not toks[i - 1].isdigit())
         ):
             hours = max(hours, TIME_UNITS.get(t, 24.0) * 2)
@@ -189,11 +224,8 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
 
     for g, c in groups.items():
         vals["#" + g] = 1.0 if c == 1 else 1.5
-    cues = 0
-    for g in groups:
-        if g in COMPLAINT_GROUPS:
-            cues += 1
-    positive = any(g in groups for g in POSITIVE_GROUPS)
+    cues = len(COMPLAINT_GROUPS.intersection(groups)) if groups else 0
+    positive = bool(groups) and not POSITIVE_GROUPS.isdisjoint(groups)
     if hours > 0:
         vals["#dur"] = 1.0
         if hours >= 2:
