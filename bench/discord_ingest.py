@@ -333,6 +333,10 @@ async def main_async(
         "raw_duplicated": sum(r["duplicated"] for r in raws),
         "raw_runs": [round(r["per_s"]) for r in raws],
         "rapport_runs": [round(r["per_s"]) for r in raps],
+        # Each round's own ratio (its two runs are seconds apart, so drift hits both).
+        "round_ratios": [
+            round(b["per_s"] / a["per_s"], 3) for a, b in zip(raws, raps, strict=True)
+        ],
         "adapter_noop_core_per_s": round(statistics.median(r["per_s"] for r in baps), 1),
         "negative_share": negative_share,
         "flagged": raps[-1]["flagged"],
