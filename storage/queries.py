@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Table, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
@@ -797,6 +797,9 @@ def all_feedback(session: Session) -> list[Feedback]:
     return list(session.scalars(select(Feedback).order_by(col(Feedback.id))))
 
 
+_AUDIT_INSERT = insert(_table(AuditLog))
+
+
 def audit(
     session: Session, now: datetime, actor: str, action: str, flag_id: int | None, detail: str = ""
 ) -> None:
@@ -812,7 +815,7 @@ def audit_many(
 ) -> None:
     """One audit row per ``(flag_id, detail)``, in one statement."""
     session.execute(
-        insert(_table(AuditLog)),
+        _AUDIT_INSERT,
         [
             {"at": now, "actor": actor, "action": action, "flag_id": f, "detail": d[:400]}
             for f, d in entries
@@ -850,7 +853,7 @@ def enqueue(
 def enqueue_many(session: Session, rows: Sequence[NewWork], now: datetime) -> int:
     """Add each piece of work unless work with its key exists; returns how many were added."""
     added = 0
-    stmt = _insert(session, _table(Outbox)).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    stmt = _outbox_insert(session.get_bind().dialect.name)
     for row in rows:  # one statement each: rowcount is only reliable for a single row
         result = session.execute(
             stmt,
@@ -872,6 +875,19 @@ def enqueue_many(session: Session, rows: Sequence[NewWork], now: datetime) -> in
     return added
 
 
+@cache
+def _outbox_insert(dialect: str) -> Any:
+    table = _table(Outbox)
+    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return ins.on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+
+_OUTBOX = _table(Outbox)
+_KEY_RANGE = select(_OUTBOX.c.dedupe_key, _OUTBOX.c.state).where(
+    _OUTBOX.c.dedupe_key >= bindparam("lo"), _OUTBOX.c.dedupe_key < bindparam("hi")
+)
+
+
 def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) -> set[int]:
     """The flags among ``flag_ids`` whose card update is still pending.
 
@@ -880,13 +896,12 @@ def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) ->
     the (state, due_at) index and walks every pending row, which is all of them while
     Slack is unreachable. A flag has a handful of card-update rows.
     """
-    ids = sorted(set(flag_ids))
-    if not ids:
-        return set()
-    key = col(Outbox.dedupe_key)
-    ranges = [and_(key >= f"card-update:{i}:", key < f"card-update:{i};") for i in ids]
-    rows = session.execute(select(key, col(Outbox.state)).where(or_(*ranges)))
-    return {int(k.split(":")[1]) for k, state in rows if state == "pending"}
+    pending: set[int] = set()
+    for i in sorted(set(flag_ids)):
+        rows = session.execute(_KEY_RANGE, {"lo": f"card-update:{i}:", "hi": f"card-update:{i};"})
+        if any(state == "pending" for _key, state in rows):
+            pending.add(i)
+    return pending
 
 
 def claim_due(
