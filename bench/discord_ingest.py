@@ -4,9 +4,10 @@ Usage: python bench/discord_ingest.py [-n 20000] [--repeat 3] [--negative-share 
 [--db sqlite:///…]
 
 The emulator runs in its own process (``python -m bot.sandbox.discord_emulator``, pinned
-to another core when there is one) and fires N prebuilt MESSAGE_CREATE frames back to
-back; this process is pinned to core 0 and takes them in, in interleaved rounds (medians
-are reported, since this machine's speed drifts from one second to the next):
+to another core when there is one, started afresh for every run) and fires N prebuilt
+MESSAGE_CREATE frames back to back; this process is pinned to core 0 and takes them in,
+in interleaved rounds (medians are reported, since this machine's speed drifts from one
+second to the next):
 
 a) a plain ``discord.Client`` whose ``on_message`` only counts (the ceiling);
 b) Rapport's :class:`~bot.discord_adapter.DiscordAdapter` over the real runtime
@@ -105,9 +106,8 @@ class Emulator:
         return str(self.info["api_base"]).rsplit("/api/", 1)[0] + "/_emu"
 
 
-def start_emulator() -> Emulator:
-    """Spawn the emulator on the other cores, then pin this process to core 0."""
-    cores = sorted(os.sched_getaffinity(0))
+def start_emulator(cores: list[int]) -> Emulator:
+    """Spawn the emulator on the other ``cores``, then pin this process to the first."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "bot.sandbox.discord_emulator", "--seed"],
         cwd=REPO,
@@ -291,27 +291,38 @@ async def main_async(
     texts = message_mix(negative_share)
     # The same collector settings for every run, the baseline included.
     settle_after_startup()
-    emu = start_emulator()
+    cores = sorted(os.sched_getaffinity(0))
     raws: list[dict[str, Any]] = []
     baps: list[dict[str, Any]] = []
     raps: list[dict[str, Any]] = []
-    try:
-        # Interleaved rounds: this machine's speed drifts, and a drift then hits both.
-        for round_no in range(1, repeat + 1):
-            raw = await run_raw(emu, n, texts, timeout_s)
-            print(f"[{round_no}] raw discord.py     : {raw['per_s']:>9,.0f}/s")
-            bare, _ = await run_adapter(emu, n, texts, timeout_s, NullCore())
-            print(f"[{round_no}] adapter, no-op core: {bare['per_s']:>9,.0f}/s")
-            with tempfile.TemporaryDirectory() as tmp:
-                url = db_url or f"sqlite:///{tmp}/bench.db"
-                rap = await run_rapport(emu, n, texts, url, timeout_s)
-            print(f"[{round_no}] rapport ingest     : {rap['per_s']:>9,.0f}/s")
-            raws.append(raw)
-            baps.append(bare)
-            raps.append(rap)
-    finally:
-        emu.proc.terminate()
-        emu.proc.wait(10)
+
+    async def fresh(run: Callable[[Emulator], Awaitable[Any]]) -> Any:
+        # A fresh emulator for every run: one that has sent 100,000 messages slows down
+        # (its history and buffers grow), and the fastest client, the baseline, then
+        # measures the emulator instead of itself.
+        emu = start_emulator(cores)
+        try:
+            return await run(emu)
+        finally:
+            emu.proc.terminate()
+            emu.proc.wait(10)
+
+    async def rapport(emu: Emulator) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            url = db_url or f"sqlite:///{tmp}/bench.db"
+            return await run_rapport(emu, n, texts, url, timeout_s)
+
+    # Interleaved rounds: this machine's speed drifts, and a drift then hits both.
+    for round_no in range(1, repeat + 1):
+        raw = await fresh(lambda emu: run_raw(emu, n, texts, timeout_s))
+        print(f"[{round_no}] raw discord.py     : {raw['per_s']:>9,.0f}/s")
+        bare, _ = await fresh(lambda emu: run_adapter(emu, n, texts, timeout_s, NullCore()))
+        print(f"[{round_no}] adapter, no-op core: {bare['per_s']:>9,.0f}/s")
+        rap = await fresh(rapport)
+        print(f"[{round_no}] rapport ingest     : {rap['per_s']:>9,.0f}/s")
+        raws.append(raw)
+        baps.append(bare)
+        raps.append(rap)
     raw_per_s = statistics.median(r["per_s"] for r in raws)
     rap_per_s = statistics.median(r["per_s"] for r in raps)
     ratio = rap_per_s / raw_per_s

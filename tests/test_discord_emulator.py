@@ -123,3 +123,37 @@ async def test_standalone_control_prepares_and_fires_a_burst(
         assert len(ids) == 3
         async with session.post(f"{emu.base_url}/_emu/fire", json={}) as resp:
             assert (await resp.json())["sent"] == 3
+
+
+async def _identify(ws: aiohttp.ClientWebSocketResponse, token: str) -> str:
+    assert (await ws.receive_json())["op"] == 10
+    await ws.send_json({"op": 2, "d": {"token": token, "intents": 1 | (1 << 9)}})
+    ready = await ws.receive_json()
+    assert ready["t"] == "READY"
+    return str(ready["d"]["session_id"])
+
+
+@pytest.mark.parametrize(("code", "resumable"), [(1000, False), (4000, True)])
+async def test_a_normal_close_ends_the_session_and_others_can_resume(
+    emu: DiscordEmulator, community: Community, code: int, resumable: bool
+) -> None:
+    """Discord invalidates a session closed with 1000 (``Client.close()``); a client that
+    drops with another code (4000 on op 7) may resume and gets what it missed."""
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(emu.gateway_url) as ws:
+            session_id = await _identify(ws, emu.token)
+            await ws.close(code=code)
+        await emu.wait_until(lambda: emu.connection_count() == 0)
+        missed = emu.say(community.alice, community.general, "while you were away")
+        async with session.ws_connect(emu.gateway_url) as ws:
+            assert (await ws.receive_json())["op"] == 10
+            resume = {"token": emu.token, "session_id": session_id, "seq": 0}
+            await ws.send_json({"op": 6, "d": resume})
+            frames = [await ws.receive_json()]
+            while resumable and frames[-1].get("t") != "RESUMED":
+                frames.append(await ws.receive_json())
+    if resumable:
+        ids = [f["d"]["id"] for f in frames if f.get("t") == "MESSAGE_CREATE"]
+        assert str(missed) in ids
+    else:
+        assert frames == [{"op": 9, "d": False}]

@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 JSON = dict[str, Any]
 DISCORD_EPOCH_MS = 1_420_070_400_000
 API_PREFIX = "/api/v10"
+NORMAL_CLOSURES = (1000, 1001)
+"""Close codes after which Discord does not let a client resume its session."""
 MAX_CONTENT = 2000
 
 # Gateway intents (https://discord.com/developers/docs/events/gateway#gateway-intents).
@@ -812,6 +814,10 @@ class DiscordEmulator:
         """
         return [p for p in self.bot_posts if channel_id is None or p["channel_id"] == channel_id]
 
+    def connection_count(self) -> int:
+        """Gateway connections open now."""
+        return len(self._conns)
+
     def history(self, channel_id: int) -> list[JSON]:
         return list(self.channels[channel_id].messages.values())
 
@@ -902,6 +908,10 @@ class DiscordEmulator:
             self._conns.discard(conn)
             if conn.session is not None and conn.session.conn is conn:
                 conn.session.conn = None  # resumable: keeps buffering
+                if ws.close_code in NORMAL_CLOSURES:
+                    # Discord invalidates a session its client closed normally (as
+                    # ``Client.close()`` does); kept, it would buffer every later event.
+                    self._sessions.pop(conn.session.id, None)
             conn.queue.put_nowait(None)
             writer.cancel()
             conn.closed.set()
