@@ -118,39 +118,19 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             continue
         words += 1
         vals[t] = 1.0
-        if t not in special and not t[0].isdigit():
-            # Most tokens are in no word list: only their valence, the bigram they end
-            # and the content set can change. (Same result as the full path below.)
-            v = valence.get(t)
-            if v is not None:
+        # Most tokens are in no word list: for them only valence, the bigram they end
+        # and the content set matter, and the look-ups below are skipped.
+        listed = t in special or t[0].isdigit()
+        if listed:
+            g = word_groups.get(t)
+            if g is not None:
                 if neg_left:
-                    v = -0.74 * v
-                if v > 0:
-                    vpos += v
-                else:
-                    vneg -= v
-            if prev:
-                bg = prev + " " + t
-                vals[bg] = 1.0
-                pg = phrase_groups.get(bg)
-                if pg is not None:
-                    groups[pg] = groups.get(pg, 0) + 1
-                    evidence.append((pg, bg))
-            if neg_left:
-                neg_left -= 1
-            if len(t) > 2 and t not in STOPWORDS:
-                content.add(t)
-            prev = t
-            continue
-        g = word_groups.get(t)
-        if g is not None:
-            if neg_left:
-                if g == "praise":
-                    g = "negpraise"
-                elif g == "strong":
-                    g = "negstrong"
-            groups[g] = groups.get(g, 0) + 1
-            evidence.append((g, t))
+                    if g == "praise":
+                        g = "negpraise"
+                    elif g == "strong":
+                        g = "negstrong"
+                groups[g] = groups.get(g, 0) + 1
+                evidence.append((g, t))
         v = valence.get(t)
         if v is not None:
             if neg_left:
@@ -166,9 +146,16 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             if pg is not None:
                 groups[pg] = groups.get(pg, 0) + 1
                 evidence.append((pg, bg))
-            if neg_left and t in ACTION_VERBS:
+            if neg_left and listed and t in ACTION_VERBS:
                 groups["negaction"] = groups.get("negaction", 0) + 1
                 evidence.append(("negaction", bg))
+        if not listed:
+            if neg_left:
+                neg_left -= 1
+            if len(t) > 2 and t not in STOPWORDS:
+                content.add(t)
+            prev = t
+            continue
         if t in NEGATORS:
             neg_left = 3
             negs += 1
