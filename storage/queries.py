@@ -883,9 +883,16 @@ def _outbox_insert(dialect: str) -> Any:
 
 
 _OUTBOX = _table(Outbox)
-_KEY_RANGE = select(_OUTBOX.c.dedupe_key, _OUTBOX.c.state).where(
-    _OUTBOX.c.dedupe_key >= bindparam("lo"), _OUTBOX.c.dedupe_key < bindparam("hi")
-)
+_RANGES_PER_QUERY = 8
+
+
+@cache
+def _key_ranges(n: int) -> Any:
+    """``SELECT dedupe_key, state FROM outbox`` over ``n`` key ranges, built once per n."""
+    key = _OUTBOX.c.dedupe_key
+    return select(key, _OUTBOX.c.state).where(
+        or_(*(and_(key >= bindparam(f"lo{i}"), key < bindparam(f"hi{i}")) for i in range(n)))
+    )
 
 
 def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) -> set[int]:
@@ -894,13 +901,21 @@ def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) ->
     Card updates are keyed ``card-update:<flag>:<version>``; each flag is a range scan on
     the unique key index. ``state`` stays out of the WHERE clause: with it, SQLite prefers
     the (state, due_at) index and walks every pending row, which is all of them while
-    Slack is unreachable. A flag has a handful of card-update rows.
+    Slack is unreachable. A flag has a handful of card-update rows. The statements are
+    built once (per number of flags, up to 8 a query): this runs for every batch of
+    merged complaints, and building them cost more than running them.
     """
+    ids = sorted(set(flag_ids))
     pending: set[int] = set()
-    for i in sorted(set(flag_ids)):
-        rows = session.execute(_KEY_RANGE, {"lo": f"card-update:{i}:", "hi": f"card-update:{i};"})
-        if any(state == "pending" for _key, state in rows):
-            pending.add(i)
+    for start in range(0, len(ids), _RANGES_PER_QUERY):
+        chunk = ids[start : start + _RANGES_PER_QUERY]
+        params: dict[str, str] = {}
+        for i, flag_id in enumerate(chunk):
+            params[f"lo{i}"] = f"card-update:{flag_id}:"
+            params[f"hi{i}"] = f"card-update:{flag_id};"
+        for key, state in session.execute(_key_ranges(len(chunk)), params):
+            if state == "pending":
+                pending.add(int(key.split(":")[1]))
     return pending
 
 

@@ -196,3 +196,33 @@ def test_outbox_claims_skip_rows_held_by_another_replica(db_url: str) -> None:
         assert len(ids1) == 10 and len(ids2) == 10 and not ids1 & ids2
     finally:
         db.dispose()
+
+
+def test_pending_card_updates_are_found_per_flag_in_any_number(db_url: str) -> None:
+    """The "is a card update already pending" check behind coalesced card updates: only
+    pending rows count, flag 1 is not flag 10, and more flags than one query holds."""
+    db = Database(db_url)
+    upgrade(db)
+    try:
+
+        def seed(s: Session) -> None:
+            for flag_id in range(1, 21):
+                for version in (1, 2):
+                    queries.enqueue(s, "action", {}, f"card-update:{flag_id}:{version}", NOW)
+            queries.enqueue(s, "action", {}, "card:3", NOW)  # a first card, not an update
+
+        db.call(seed)
+        done = db.call(lambda s: queries.claim_due(s, NOW, 100))
+        for item in done:
+            key = item.dedupe_key
+            flag_id = int(key.split(":")[1]) if key.startswith("card-update:") else 0
+            if flag_id % 2 == 0:  # even flags: every update already ran
+                db.call(lambda s, i=item.id: queries.finish(s, i, NOW, {}))
+            else:  # odd flags: put back as pending
+                db.call(lambda s, i=item.id: queries.retry_later(s, i, NOW, "slack down"))
+        asked = [1, 2, 3, 10, 11, 12, 13, 15, 17, 19, 20, 99]
+        pending = db.call(lambda s: queries.flags_with_pending_card_update(s, asked))
+        assert pending == {1, 3, 11, 13, 15, 17, 19}
+        assert db.call(lambda s: queries.flags_with_pending_card_update(s, [])) == set()
+    finally:
+        db.dispose()
