@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -63,7 +63,23 @@ class Message(SQLModel, table=True):
     __tablename__ = "messages"
     __table_args__ = (
         UniqueConstraint("platform", "community_id", "channel_id", "message_id", name="uq_message"),
-        Index("ix_messages_thread", "platform", "community_id", "thread_id"),
+        # Partial: most messages are in no thread and reply to nothing (migration 0004).
+        Index(
+            "ix_messages_thread",
+            "platform",
+            "community_id",
+            "thread_id",
+            sqlite_where=text("thread_id IS NOT NULL"),
+            postgresql_where=text("thread_id IS NOT NULL"),
+        ),
+        Index(
+            "ix_messages_reply",
+            "platform",
+            "community_id",
+            "reply_to",
+            sqlite_where=text("reply_to IS NOT NULL"),
+            postgresql_where=text("reply_to IS NOT NULL"),
+        ),
         Index("ix_messages_created", "platform", "community_id", "channel_id", "created_at"),
     )
 

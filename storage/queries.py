@@ -547,18 +547,40 @@ def thread_messages(
     limit: int = 6,
 ) -> list[Message]:
     """A few messages of the flagged message's thread (or channel), oldest first."""
-    conds = [
+    common = (
         col(Message.platform) == platform,
         col(Message.community_id) == community_id,
         col(Message.deleted_at).is_(None),
-    ]
-    if thread_id:
-        conds.append(or_(col(Message.thread_id) == thread_id, col(Message.message_id) == thread_id))
+    )
+    newest_first = col(Message.created_at).desc()
+    if not thread_id:
+        rows = list(
+            session.scalars(
+                select(Message)
+                .where(*common, col(Message.channel_id) == channel_id)
+                .order_by(newest_first)
+                .limit(limit + 1)
+            )
+        )
     else:
-        conds.append(col(Message.channel_id) == channel_id)
-    rows = session.scalars(
-        select(Message).where(*conds).order_by(col(Message.created_at).desc()).limit(limit + 1)
-    ).all()
+        # The thread's messages, and the message that started it: two index searches
+        # (an OR of the two would scan the community's messages).
+        rows = list(
+            session.scalars(
+                select(Message)
+                .where(*common, col(Message.thread_id) == thread_id)
+                .order_by(newest_first)
+                .limit(limit + 1)
+            )
+        )
+        rows += session.scalars(
+            select(Message).where(
+                *common,
+                col(Message.channel_id) == channel_id,
+                col(Message.message_id) == thread_id,
+            )
+        )
+        rows = sorted(rows, key=lambda m: m.created_at, reverse=True)[: limit + 1]
     return [m for m in reversed(rows) if m.message_id != around_message_id][-limit:]
 
 
@@ -1014,24 +1036,26 @@ def thread_activity(
     thread_id: str | None,
     since: datetime,
 ) -> list[ThreadActivity]:
-    """Replies (in the thread, or replying to the message) and reactions since ``since``."""
-    # A thread started from the message has the message's id (Discord thread, Slack thread_ts).
-    conds = [
-        col(Message.reply_to) == flagged_message_id,
-        col(Message.thread_id) == flagged_message_id,
-    ]
-    if thread_id:
-        conds.append(col(Message.thread_id) == thread_id)
-    rows = session.scalars(
-        select(Message).where(
-            col(Message.platform) == platform,
-            col(Message.community_id) == community_id,
-            col(Message.created_at) >= since,
-            col(Message.message_id) != flagged_message_id,
-            col(Message.deleted_at).is_(None),
-            or_(*conds),
-        )
-    ).all()
+    """Replies (in the thread, or replying to the message) and reactions since ``since``.
+
+    Two look-ups, each an index search (migration 0004): messages in the thread (a
+    thread started from the message has the message's id: Discord thread, Slack
+    thread_ts), and messages that reply to it. One query with OR would scan the
+    community's messages.
+    """
+    common = (
+        col(Message.platform) == platform,
+        col(Message.community_id) == community_id,
+        col(Message.created_at) >= since,
+        col(Message.message_id) != flagged_message_id,
+        col(Message.deleted_at).is_(None),
+    )
+    threads = [flagged_message_id] if not thread_id else [flagged_message_id, thread_id]
+    found: dict[int | None, Message] = {}
+    for cond in (col(Message.thread_id).in_(threads), col(Message.reply_to) == flagged_message_id):
+        for m in session.scalars(select(Message).where(*common, cond)):
+            found[m.id] = m
+    rows = sorted(found.values(), key=lambda m: (m.created_at, m.id or 0))
     out = [
         ThreadActivity(m.created_at, m.author_id, m.text, False, m.severity is not None)
         for m in rows

@@ -62,17 +62,19 @@ def test_upgrade_downgrade_upgrade_keeps_rows(db_url: str) -> None:
     db = Database(db_url)
     try:
         upgrade(db)
-        assert current(db) == "0003"
+        assert current(db) == "0004"
         _seed(db)
         before = _counts(db)
-        downgrade(db, "0001")  # back through 0003 and 0002
+        downgrade(db, "0001")  # back through 0004, 0003 and 0002
         assert current(db) == "0001"
+        indexes = {i["name"] for i in inspect(db.engine).get_indexes("messages")}
+        assert "ix_messages_thread" in indexes and "ix_messages_reply" not in indexes
         assert "competitor_mentions" not in inspect(db.engine).get_table_names()
         cols = {c["name"] for c in inspect(db.engine).get_columns("communities")}
         assert "timezone" not in cols
         assert _counts(db) == before == (25, 1, 1)
         upgrade(db)
-        assert current(db) == "0003"
+        assert current(db) == "0004"
         assert _counts(db) == before
         # Upgrading an up-to-date schema is a no-op (the bot does it on every start).
         upgrade(db)
@@ -224,5 +226,35 @@ def test_pending_card_updates_are_found_per_flag_in_any_number(db_url: str) -> N
         pending = db.call(lambda s: queries.flags_with_pending_card_update(s, asked))
         assert pending == {1, 3, 11, 13, 15, 17, 19}
         assert db.call(lambda s: queries.flags_with_pending_card_update(s, [])) == set()
+    finally:
+        db.dispose()
+
+
+def test_thread_look_ups_search_an_index_instead_of_scanning_the_community(
+    tmp_path: Path,
+) -> None:
+    """Escalation and draft context look up a flagged message's thread and replies on
+    every reply; with an OR over thread and reply they scanned every message of the
+    community. Each look-up must be an index search (SQLite's query plan says so)."""
+    from sqlalchemy import event
+
+    db = Database(f"sqlite:///{tmp_path / 'plans.db'}")
+    upgrade(db)
+    plans: list[str] = []
+
+    @event.listens_for(db.engine, "before_cursor_execute")
+    def explain(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM messages" in statement:
+            rows = conn.connection.cursor().execute("EXPLAIN QUERY PLAN " + statement, parameters)
+            plans.extend(str(r[3]) for r in rows)
+
+    try:
+        db.call(lambda s: queries.thread_activity(s, "discord", "g", "m1", "t1", NOW))
+        db.call(lambda s: queries.thread_activity(s, "discord", "g", "m1", None, NOW))
+        db.call(lambda s: queries.thread_messages(s, "discord", "g", "c", "t1", "m1"))
+        assert plans
+        assert all(p.startswith(("SEARCH messages USING", "USE TEMP B-TREE")) for p in plans)
+        assert any("ix_messages_reply" in p for p in plans)
+        assert any("ix_messages_thread" in p for p in plans)
     finally:
         db.dispose()
