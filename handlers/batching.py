@@ -7,6 +7,12 @@ single task applies everything that queued up meanwhile in one transaction. Unde
 batches grow by themselves (more arrives while a batch is being written), and a lone
 operation is written at once.
 
+When the database is unavailable for a while (locked past its retry window, or the
+server gone), nothing is wrong with the operations themselves: the batch goes back to
+the front of the queue and is tried again after a growing pause, in order, so nothing
+is lost and nobody is told "failed" for a write that will succeed. Only a failure of the
+work itself splits the batch, so that one bad operation cannot sink its neighbours.
+
 Callers that need no result (most messages: stored, judged, nothing to flag) use
 :meth:`BatchWriter.enqueue` instead and do not wait at all: a future and a wake-up per
 message are a measurable part of ingestion's cost. Their writes are committed in the
@@ -18,12 +24,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 from sqlmodel import Session
 
-from storage.db import Database
+from storage.db import Database, is_transient
 
 logger = logging.getLogger(__name__)
 
@@ -36,11 +42,27 @@ Apply = Callable[[Session, list[OpT]], list[ResT]]
 Observer = Callable[[list[OpT], list[ResT]], None]
 
 
+Sleep = Callable[[float], Awaitable[None]]
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 30.0
+
+
 class BatchWriter(Generic[OpT, ResT]):
     def __init__(
-        self, db: Database, apply: Apply[OpT, ResT], *, name: str, max_batch: int = 1000
+        self,
+        db: Database,
+        apply: Apply[OpT, ResT],
+        *,
+        name: str,
+        max_batch: int = 1000,
+        sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._db = db
+        self._sleep = sleep
+        self._retry_s = RETRY_FIRST_S
+        self.retries = 0
+        """Batches put back because the database was unavailable."""
         self._apply = apply
         self._name = name
         self._max_batch = max_batch
@@ -58,11 +80,18 @@ class BatchWriter(Generic[OpT, ResT]):
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=self._name)
 
-    async def stop(self) -> None:
-        """Write what is queued, then stop."""
+    async def stop(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109
+        """Write what is queued, then stop; give up after ``timeout`` s (database down)."""
         if self._task is None:
             return
-        await self.flush()
+        try:
+            await asyncio.wait_for(self.flush(), timeout)
+        except TimeoutError:
+            logger.error(
+                "%s: stopping with %d operation(s) not written: the database is unavailable",
+                self._name,
+                len(self._pending),
+            )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -102,20 +131,37 @@ class BatchWriter(Generic[OpT, ResT]):
             if not self._pending:
                 self._idle.set()
 
-    async def _write(self, batch: list[tuple[OpT, asyncio.Future[ResT] | None]]) -> None:
+    async def _write(self, batch: list[tuple[OpT, asyncio.Future[ResT] | None]]) -> bool:
+        """Write ``batch`` in one transaction; False when it went back to the queue."""
         ops = [op for op, _ in batch]
         try:
             results = await self._db.run(lambda s: self._apply(s, ops))
         except Exception as exc:
+            if is_transient(exc, sqlite=self._db.sqlite):
+                self._pending[:0] = batch  # back to the front, in order
+                self.retries += 1
+                logger.warning(
+                    "%s: database unavailable (%s); %d operation(s) wait, retrying in %.1fs",
+                    self._name,
+                    exc,
+                    len(self._pending),
+                    self._retry_s,
+                )
+                await self._sleep(self._retry_s)
+                self._retry_s = min(self._retry_s * 2, RETRY_MAX_S)
+                return False
             if len(batch) == 1:
                 logger.exception("%s: %r failed", self._name, ops[0])
                 _settle(batch[0][1], None, exc)
-                return
+                return True
             # One bad operation must not sink its neighbours: write them one by one.
             logger.warning("%s: batch of %d failed; retrying one by one", self._name, len(ops))
-            for item in batch:
-                await self._write([item])
-            return
+            for k, item in enumerate(batch):
+                if not await self._write([item]):
+                    self._pending[1:1] = batch[k + 1 :]  # keep the order behind it
+                    return False
+            return True
+        self._retry_s = RETRY_FIRST_S
         self.batches += 1
         self.written += len(ops)
         for observe in self.observers:
@@ -123,6 +169,7 @@ class BatchWriter(Generic[OpT, ResT]):
         for (_, fut), result in zip(batch, results, strict=True):
             if fut is not None:
                 _settle(fut, result, None)
+        return True
 
 
 def _settle(

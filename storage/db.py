@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlmodel import Session
 
@@ -33,6 +33,22 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 class DatabaseBusy(Exception):
     """The database stayed locked past the busy timeout."""
+
+
+def is_transient(exc: BaseException, *, sqlite: bool) -> bool:
+    """Whether ``exc`` says the database is unavailable for now rather than that the
+    work itself is wrong: trying the same work again later can succeed.
+
+    A lock held too long, a connection the server dropped, and on PostgreSQL any
+    ``OperationalError`` (server restarting, connection refused, out of connections).
+    SQLite's other ``OperationalError``s (no such table, disk image malformed) are not
+    going away by themselves.
+    """
+    if isinstance(exc, DatabaseBusy):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError) and not sqlite
 
 
 def normalise_url(url: str) -> str:

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlmodel import Session
 
 from handlers.batching import BatchWriter
-from storage.db import Database
+from storage.db import Database, DatabaseBusy
 
 
 def _apply(session: Session, ops: list[str]) -> list[int]:
@@ -74,4 +74,72 @@ async def test_a_bad_write_sinks_neither_its_batch_nor_the_caller_loop(
     # The writer still works afterwards.
     assert await writer.submit("after") == 5
     assert _rows(db)[-1] == "after"
+    await writer.stop()
+
+
+class _Outage(Database):
+    """A real SQLite database that is unavailable for its next ``failures`` transactions,
+    as one locked past the retry window is (waiting that out for real would take the
+    busy timeout of 10 s per attempt)."""
+
+    def __init__(self, url: str, failures: int) -> None:
+        super().__init__(url)
+        self.failures = failures
+
+    async def run(self, fn):  # type: ignore[no-untyped-def]
+        if self.failures:
+            self.failures -= 1
+            raise DatabaseBusy("the database stayed locked; try again shortly")
+        return await super().run(fn)
+
+
+async def test_an_unavailable_database_delays_writes_and_loses_none(tmp_path: Path) -> None:
+    db = _Outage(f"sqlite:///{tmp_path / 'o.db'}", failures=3)
+    db.call(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")))
+    pauses: list[float] = []
+
+    async def no_wait(seconds: float) -> None:
+        pauses.append(seconds)
+
+    writer: BatchWriter[str, int] = BatchWriter(db, _apply, name="test", sleep=no_wait)
+    writer.enqueue("a")
+    waited = asyncio.create_task(writer.submit("bb"))
+    await asyncio.sleep(0)
+    writer.enqueue("ccc")
+    assert await waited == 2  # the caller is not told "failed" for a write that succeeds
+    await writer.flush()
+    assert _rows(db) == ["a", "bb", "ccc"]  # all of them, once, in order
+    assert writer.retries == 3
+    assert pauses == [0.5, 1.0, 2.0]  # backing off
+    writer.enqueue("later")
+    await writer.flush()
+    assert _rows(db)[-1] == "later"
+    await writer.stop()
+
+
+async def test_an_outage_while_splitting_a_bad_batch_keeps_the_order(tmp_path: Path) -> None:
+    db = _Outage(f"sqlite:///{tmp_path / 's.db'}", failures=0)
+    db.call(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")))
+
+    async def outage_once(seconds: float) -> None:
+        pass
+
+    writer: BatchWriter[str, int] = BatchWriter(db, _apply, name="test", sleep=outage_once)
+    real_run = db.run
+    calls = 0
+
+    async def flaky(fn):  # type: ignore[no-untyped-def]
+        # The whole batch fails on its bad row; then, writing one by one (x1, bad, x2...),
+        # the database goes away once, just as x2 is written.
+        nonlocal calls
+        calls += 1
+        if calls == 4:
+            raise DatabaseBusy("locked")
+        return await real_run(fn)
+
+    db.run = flaky  # type: ignore[method-assign]
+    for v in ("x1", "bad", "x2", "x3"):
+        writer.enqueue(v)
+    await writer.flush()
+    assert _rows(db) == ["x1", "x2", "x3"]  # x3 did not overtake x2 while it waited
     await writer.stop()

@@ -258,3 +258,21 @@ def test_thread_look_ups_search_an_index_instead_of_scanning_the_community(
         assert any("ix_messages_thread" in p for p in plans)
     finally:
         db.dispose()
+
+
+def test_which_database_errors_are_worth_waiting_out() -> None:
+    """A writer waits out an unavailable database but not work that is itself wrong."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    from storage.db import DatabaseBusy, is_transient
+
+    busy = DatabaseBusy("locked")
+    gone = OperationalError("SELECT 1", {}, Exception("server closed the connection"))
+    dropped = OperationalError("SELECT 1", {}, Exception("eof"), connection_invalidated=True)
+    schema = OperationalError("SELECT 1", {}, Exception("no such table: messages"))
+    bad_row = IntegrityError("INSERT", {}, Exception("NOT NULL constraint failed"))
+    assert is_transient(busy, sqlite=True) and is_transient(busy, sqlite=False)
+    assert is_transient(gone, sqlite=False)  # PostgreSQL restarting, refusing, full
+    assert is_transient(dropped, sqlite=True)
+    assert not is_transient(schema, sqlite=True)
+    assert not is_transient(bad_row, sqlite=True) and not is_transient(bad_row, sqlite=False)
