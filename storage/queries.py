@@ -190,20 +190,31 @@ def _insert_messages(session: Session, rows: list[NewMessageRow]) -> set[Message
     return inserted
 
 
+_PG_ARRAY_TYPES = {"text": "text[]", "created_at": "timestamp[]", "score": "float8[]"}
+_PG_INSERT_MESSAGES = (
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) SELECT * FROM unnest("
+    + ", ".join(f"%({c})s::{_PG_ARRAY_TYPES.get(c, 'varchar[]')}" for c in _MESSAGE_COLUMNS)
+    + ") ON CONFLICT (platform, community_id, channel_id, message_id) DO NOTHING"
+    " RETURNING platform, community_id, channel_id, message_id"
+)
+
+
 def _insert_messages_returning(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
-    """``INSERT … ON CONFLICT DO NOTHING RETURNING``: exact even with concurrent writers."""
-    # On the Table, not the ORM entity: the ORM's bulk-insert path costs twice as much per
-    # row, and this runs for every message.
-    table = _table(Message)
-    stmt = (
-        _insert(session, table)
-        .on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
-        .returning(table.c.platform, table.c.community_id, table.c.channel_id, table.c.message_id)
-    )
-    values = [
-        dict(zip(_MESSAGE_COLUMNS, _message_values(r, r.created_at), strict=True)) for r in rows
-    ]
-    returned = session.execute(stmt, values).all()
+    """``INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING RETURNING``: exact even
+    with concurrent writers.
+
+    One array per column, so the statement text is the same whatever the batch size: a
+    multi-row ``VALUES`` list (SQLAlchemy's ``insertmanyvalues``) made a new statement of
+    14,000 parameters for each batch, and parsing it cost the client 75 µs per row.
+    """
+    process = _table(Message).c.created_at.type.bind_processor(session.get_bind().dialect)
+    columns: dict[str, list[Any]] = {c: [] for c in _MESSAGE_COLUMNS}
+    lists = list(columns.values())
+    for r in rows:
+        values = _message_values(r, process(r.created_at) if process else r.created_at)
+        for column, value in zip(lists, values, strict=True):
+            column.append(value)
+    returned = session.connection().exec_driver_sql(_PG_INSERT_MESSAGES, columns).all()
     return {(str(p), str(c), str(ch), str(m)) for p, c, ch, m in returned}
 
 

@@ -276,3 +276,69 @@ def test_which_database_errors_are_worth_waiting_out() -> None:
     assert is_transient(dropped, sqlite=True)
     assert not is_transient(schema, sqlite=True)
     assert not is_transient(bad_row, sqlite=True) and not is_transient(bad_row, sqlite=False)
+
+
+def test_a_batch_of_new_messages_round_trips_on_each_database(db_url: str) -> None:
+    """The per-dialect insert (SQLite executemany, PostgreSQL unnest arrays) stores every
+    field as given, NULLs included, and reports only the rows it added: a copy within
+    the batch and a row already stored are not news."""
+    db = Database(db_url)
+    upgrade(db)
+    later = datetime(2026, 1, 5, 9, 30, 15, 123456, tzinfo=UTC)
+
+    def row(mid: str, **kw: object) -> queries.NewMessageRow:
+        base: dict[str, object] = {
+            "platform": "slack",
+            "community_id": "T1",
+            "channel_id": "C1",
+            "message_id": mid,
+            "thread_id": None,
+            "reply_to": None,
+            "author_id": "U1",
+            "author_name": "Ann",
+            "text": "",
+            "created_at": NOW,
+            "score": None,
+            "reason": None,
+            "severity": None,
+        }
+        base.update(kw)
+        return queries.NewMessageRow(**base)  # type: ignore[arg-type]
+
+    try:
+        first = db.call(lambda s: queries.apply_ingest_batch(s, [row("1.0", text="old")]))
+        assert first == {("slack", "T1", "C1", "1.0")}
+        batch = [
+            row("1.0", text="redelivered"),  # already stored
+            row(
+                "2.0",
+                thread_id="1.0",
+                reply_to="1.0",
+                text="naïve “quotes” & émoji 😡",
+                created_at=later,
+                score=0.93,
+                reason="billing_refund",
+                severity="high",
+                permalink="https://example.slack.com/archives/C1/p2",
+            ),
+            row("3.0"),  # every optional field NULL
+            row("3.0"),  # twice in one batch
+        ]
+        added = db.call(lambda s: queries.apply_ingest_batch(s, batch))
+        assert added == {("slack", "T1", "C1", "2.0"), ("slack", "T1", "C1", "3.0")}
+        stored = db.call(lambda s: {m.message_id: m for m in s.scalars(select(Message)).all()})
+        assert sorted(stored) == ["1.0", "2.0", "3.0"]
+        assert stored["1.0"].text == "old"
+        two = stored["2.0"]
+        assert (two.thread_id, two.reply_to, two.text) == (
+            "1.0",
+            "1.0",
+            "naïve “quotes” & émoji 😡",
+        )
+        assert two.created_at.replace(tzinfo=UTC) == later
+        assert (two.score, two.reason, two.severity) == (0.93, "billing_refund", "high")
+        assert two.permalink == "https://example.slack.com/archives/C1/p2"
+        three = stored["3.0"]
+        assert (three.thread_id, three.score, three.reason, three.permalink) == (None,) * 4
+    finally:
+        db.dispose()
