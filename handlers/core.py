@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -144,6 +144,9 @@ class Core:
         if (event.platform, event.community_id, event.author.id) in self._opted_out:
             self.stats.skipped_opted_out += 1
             return
+        if "\x00" in event.text:
+            # PostgreSQL cannot store NUL in text; it would cost the message its row.
+            event = replace(event, text=event.text.replace("\x00", "\ufffd"))
         verdict = (
             self._judge.judge(event.text, community_key(event.platform, event.community_id))
             if event.text

@@ -181,3 +181,19 @@ async def test_recent_threads_lists_active_threads_newest_first(db_url: str) -> 
             ("t-a", t0 - timedelta(hours=1)),
             ("t-b", t0 - timedelta(hours=2)),
         ]
+
+
+async def test_a_nul_character_does_not_cost_a_message_its_row(db_url: str) -> None:
+    """Chat JSON may carry U+0000, which PostgreSQL text cannot hold: the message is
+    stored (the NUL shown as U+FFFD) instead of failing its insert."""
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.on_message(message("before\x00after", "n1"))
+        await rt.core.on_message(replace(message("edited\x00", "n1"), kind=MessageKind.EDIT))
+        await rt.core.on_message(message("neighbour", "n2"))
+        await rt.writer.flush()
+        texts = await rt.db.run(
+            lambda s: {m.message_id: m.text for m in s.scalars(select(Message)).all()}
+        )
+        assert texts == {"n1": "edited\ufffd", "n2": "neighbour"}
