@@ -207,11 +207,11 @@ def _insert_messages_returning(session: Session, rows: list[NewMessageRow]) -> s
     multi-row ``VALUES`` list (SQLAlchemy's ``insertmanyvalues``) made a new statement of
     14,000 parameters for each batch, and parsing it cost the client 75 µs per row.
     """
-    process = _table(Message).c.created_at.type.bind_processor(session.get_bind().dialect)
+    to_datetime = _stored_datetime(session)
     columns: dict[str, list[Any]] = {c: [] for c in _MESSAGE_COLUMNS}
     lists = list(columns.values())
     for r in rows:
-        values = _message_values(r, process(r.created_at) if process else r.created_at)
+        values = _message_values(r, to_datetime(r.created_at))
         for column, value in zip(lists, values, strict=True):
             column.append(value)
     returned = session.connection().exec_driver_sql(_PG_INSERT_MESSAGES, columns).all()
@@ -252,7 +252,7 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[
             )
             for (mid,) in found:
                 seen.add((platform, community_id, channel_id, str(mid)))
-    to_datetime = _sqlite_datetime(session)
+    to_datetime = _stored_datetime(session)
     fresh: set[MessageKey] = set()
     values = []
     for r in rows:
@@ -267,8 +267,9 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[
     return fresh
 
 
-def _sqlite_datetime(session: Session) -> Callable[[Any], Any]:
-    """How SQLAlchemy's DateTime stores a value in SQLite, so rows read back the same."""
+def _stored_datetime(session: Session) -> Callable[[Any], Any]:
+    """How SQLAlchemy stores a datetime column in this database (SQLite: a string; both:
+    naive UTC), for statements sent to the driver directly, so rows read back the same."""
     process = _table(Message).c.created_at.type.bind_processor(session.get_bind().dialect)
     return process if process is not None else (lambda v: v)
 
@@ -307,6 +308,19 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
             entry[1] = min(entry[1], r.created_at)
             entry[2] = max(entry[2], r.created_at)
             entry[3] += 1
+    ordered = sorted(seen.items())  # a fixed order of row locks between writers
+    if session.get_bind().dialect.name == "postgresql":
+        # Arrays, as for messages: a VALUES list of one row per author is a new statement
+        # for psycopg to parse in every batch (10 µs a message with many authors).
+        stamp = _stored_datetime(session)  # the same column type as last_seen
+        arrays: dict[str, list[Any]] = {c: [] for c in _MEMBER_COLUMNS}
+        for (p, c, a), (name, first, last, n) in ordered:
+            for column, value in zip(
+                arrays.values(), (p, c, a, name, stamp(first), stamp(last), n), strict=True
+            ):
+                column.append(value)
+        session.connection().exec_driver_sql(_PG_UPSERT_MEMBERS, arrays)
+        return
     values = [
         {
             "platform": p,
@@ -318,9 +332,32 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
             "message_count": n,
             "opted_out": False,
         }
-        for (p, c, a), (name, first, last, n) in sorted(seen.items())
+        for (p, c, a), (name, first, last, n) in ordered
     ]
     session.execute(_member_upsert(session.get_bind().dialect.name), values)
+
+
+_MEMBER_COLUMNS = (
+    "platform",
+    "community_id",
+    "external_id",
+    "display_name",
+    "first_seen",
+    "last_seen",
+    "message_count",
+)
+_PG_UPSERT_MEMBERS = (
+    "INSERT INTO members (platform, community_id, external_id, display_name, first_seen,"
+    " last_seen, message_count, opted_out) SELECT p, c, e, d, f, l, n, false FROM unnest("
+    "%(platform)s::varchar[], %(community_id)s::varchar[], %(external_id)s::varchar[],"
+    " %(display_name)s::varchar[], %(first_seen)s::timestamp[], %(last_seen)s::timestamp[],"
+    " %(message_count)s::int[]) AS t(p, c, e, d, f, l, n)"
+    " ON CONFLICT (platform, community_id, external_id) DO UPDATE SET"
+    " display_name = excluded.display_name,"
+    " first_seen = least(members.first_seen, excluded.first_seen),"
+    " last_seen = greatest(members.last_seen, excluded.last_seen),"
+    " message_count = members.message_count + excluded.message_count"
+)
 
 
 @cache
@@ -329,10 +366,12 @@ def _member_upsert(dialect: str) -> Any:
     table = _table(Member)
     ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
     newest = func.greatest if dialect == "postgresql" else func.max
+    oldest = func.least if dialect == "postgresql" else func.min
     return ins.on_conflict_do_update(
         index_elements=["platform", "community_id", "external_id"],
         set_={
             "display_name": ins.excluded.display_name,
+            "first_seen": oldest(table.c.first_seen, ins.excluded.first_seen),
             "last_seen": newest(table.c.last_seen, ins.excluded.last_seen),
             "message_count": table.c.message_count + ins.excluded.message_count,
         },

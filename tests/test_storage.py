@@ -342,3 +342,48 @@ def test_a_batch_of_new_messages_round_trips_on_each_database(db_url: str) -> No
         assert (three.thread_id, three.score, three.reason, three.permalink) == (None,) * 4
     finally:
         db.dispose()
+
+
+def test_members_are_counted_and_their_times_kept_across_batches(db_url: str) -> None:
+    from storage.models import Member
+
+    db = Database(db_url)
+    upgrade(db)
+    t0 = datetime(2026, 1, 4, 23, 0, tzinfo=UTC)
+    t1 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    t2 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
+    t3 = datetime(2026, 1, 6, 8, 0, tzinfo=UTC)
+
+    def msg(mid: str, author: str, name: str, at: datetime) -> queries.NewMessageRow:
+        return queries.NewMessageRow(
+            "discord", "g1", "c1", mid, None, None, author, name, "hi", at, None, None, None
+        )
+
+    try:
+        db.call(
+            lambda s: queries.apply_ingest_batch(
+                s, [msg("1", "u1", "Ann", t2), msg("2", "u1", "Ann", t1), msg("3", "u2", "Bo", t1)]
+            )
+        )
+        # A later batch: a new name, a later message, and one older than any stored.
+        db.call(
+            lambda s: queries.apply_ingest_batch(
+                s, [msg("4", "u1", "Ann B.", t3), msg("5", "u2", "Bo", t0), msg("1", "u1", "x", t3)]
+            )
+        )
+        members = db.call(
+            lambda s: {
+                m.external_id: (
+                    m.display_name,
+                    m.first_seen.replace(tzinfo=UTC),
+                    m.last_seen.replace(tzinfo=UTC),
+                    m.message_count,
+                )
+                for m in s.scalars(select(Member)).all()
+            }
+        )
+        # Message 1 arrived twice: counted once, and its copy changes nothing; a
+        # backfilled message older than any stored moves "first seen" back.
+        assert members == {"u1": ("Ann B.", t1, t3, 3), "u2": ("Bo", t0, t1, 2)}
+    finally:
+        db.dispose()
