@@ -602,34 +602,20 @@ def thread_messages(
         col(Message.community_id) == community_id,
         col(Message.deleted_at).is_(None),
     )
-    newest_first = col(Message.created_at).desc()
-    if not thread_id:
-        rows = list(
-            session.scalars(
-                select(Message)
-                .where(*common, col(Message.channel_id) == channel_id)
-                .order_by(newest_first)
-                .limit(limit + 1)
-            )
+
+    def newest(where: Any) -> list[Message]:
+        query = select(Message).where(*common, where)
+        return list(
+            session.scalars(query.order_by(col(Message.created_at).desc()).limit(limit + 1))
         )
+
+    if not thread_id:
+        rows = newest(col(Message.channel_id) == channel_id)
     else:
         # The thread's messages, and the message that started it: two index searches
         # (an OR of the two would scan the community's messages).
-        rows = list(
-            session.scalars(
-                select(Message)
-                .where(*common, col(Message.thread_id) == thread_id)
-                .order_by(newest_first)
-                .limit(limit + 1)
-            )
-        )
-        rows += session.scalars(
-            select(Message).where(
-                *common,
-                col(Message.channel_id) == channel_id,
-                col(Message.message_id) == thread_id,
-            )
-        )
+        starter = and_(col(Message.channel_id) == channel_id, col(Message.message_id) == thread_id)
+        rows = newest(col(Message.thread_id) == thread_id) + newest(starter)
         rows = sorted(rows, key=lambda m: m.created_at, reverse=True)[: limit + 1]
     return [m for m in reversed(rows) if m.message_id != around_message_id][-limit:]
 
