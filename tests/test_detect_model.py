@@ -220,3 +220,12 @@ def test_the_short_path_for_ordinary_words_changes_no_feature(
 
 
 _VALENCE = load_vader_lexicon()
+
+
+def test_a_flag_lists_the_cues_that_fired_and_chatter_carries_none() -> None:
+    detector = Detector.default()
+    flagged = detector.judge("third week waiting for my refund, no reply to 2 emails")
+    assert flagged.is_negative
+    assert "billing:refund" in flagged.evidence
+    chatter = detector.judge("good morning everyone, see you at the meetup")
+    assert not chatter.is_negative and chatter.evidence == ()

@@ -50,7 +50,8 @@ class Verdict:
     rationale: str
     """A few words for the manager, e.g. "refund + 3 weeks + no reply"."""
     evidence: tuple[str, ...] = ()
-    """Which cues fired, as ``group:surface``."""
+    """Which cues fired, as ``group:surface``; only for a flag (the rationale says the
+    rest), since judging runs for every message."""
     threshold: float = DEFAULT_THRESHOLD
     source: str = "local"
     """``local`` or ``llm``: who made the final call."""
@@ -272,7 +273,7 @@ class Detector:
             reason=reason_for(feats) if is_negative else "other",
             severity=severity_for(feats, p, threshold) if is_negative else "low",
             rationale=rationale,
-            evidence=tuple(f"{g}:{s}" for g, s in feats.evidence),
+            evidence=tuple(f"{g}:{s}" for g, s in feats.evidence) if is_negative else (),
             threshold=threshold,
         )
 
