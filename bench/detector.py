@@ -17,30 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from handlers.detect import Detector, evaluate, load_labelled_csv  # noqa: E402
+from handlers.detect.evaluate import prediction_scores  # noqa: E402
 
 DEFAULT_CSV = REPO / ".." / "shared" / "data" / "airline_dev.csv"
 FEEDBACK_N = 300
-
-
-def _metrics(pred: list[bool], gold: list[bool]) -> dict[str, float]:
-    tp = sum(p and g for p, g in zip(pred, gold, strict=True))
-    fp = sum(p and not g for p, g in zip(pred, gold, strict=True))
-    fn = sum(g and not p for p, g in zip(pred, gold, strict=True))
-    tn = len(gold) - tp - fp - fn
-
-    def f1(a: float, b: float) -> float:
-        return 2 * a * b / (a + b) if a + b else 0.0
-
-    p = tp / (tp + fp) if tp + fp else 0.0
-    r = tp / (tp + fn) if tp + fn else 0.0
-    np_ = tn / (tn + fn) if tn + fn else 0.0
-    nr = tn / (tn + fp) if tn + fp else 0.0
-    return {
-        "precision": round(p, 4),
-        "recall": round(r, 4),
-        "f1": round(f1(p, r), 4),
-        "macro_f1": round((f1(p, r) + f1(np_, nr)) / 2, 4),
-    }
 
 
 def vader_baseline(rows: list[tuple[str, bool]]) -> dict[str, float]:
@@ -50,7 +30,7 @@ def vader_baseline(rows: list[tuple[str, bool]]) -> dict[str, float]:
     t0 = time.perf_counter()
     pred = [sia.polarity_scores(text)["compound"] <= -0.05 for text, _ in rows]
     elapsed = time.perf_counter() - t0
-    out = _metrics(pred, [g for _, g in rows])
+    out = prediction_scores(pred, [g for _, g in rows])
     out["msgs_per_s"] = round(len(rows) / elapsed)
     return out
 

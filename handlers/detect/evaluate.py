@@ -55,7 +55,7 @@ def load_labelled_csv(
     return rows
 
 
-def _scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
+def _scores(tp: int, fp: int, fn: int, tn: int, digits: int | None = 4) -> dict[str, float]:
     def f1(p: float, r: float) -> float:
         return 2 * p * r / (p + r) if p + r else 0.0
 
@@ -64,12 +64,23 @@ def _scores(tp: int, fp: int, fn: int, tn: int) -> dict[str, float]:
     neg_precision = tn / (tn + fn) if tn + fn else 0.0
     neg_recall = tn / (tn + fp) if tn + fp else 0.0
     f1_pos = f1(precision, recall)
-    return {
-        "precision": round(precision, 4),
-        "recall": round(recall, 4),
-        "f1": round(f1_pos, 4),
-        "macro_f1": round((f1_pos + f1(neg_precision, neg_recall)) / 2, 4),
+    out = {
+        "precision": precision,
+        "recall": recall,
+        "f1": f1_pos,
+        "macro_f1": (f1_pos + f1(neg_precision, neg_recall)) / 2,
     }
+    return out if digits is None else {k: round(v, digits) for k, v in out.items()}
+
+
+def prediction_scores(
+    pred: Sequence[bool], gold: Sequence[bool], *, digits: int | None = 4
+) -> dict[str, float]:
+    """Precision, recall and F1 of the positive class, and macro-F1 over both classes."""
+    tp = sum(p and g for p, g in zip(pred, gold, strict=True))
+    fp = sum(p and not g for p, g in zip(pred, gold, strict=True))
+    fn = sum(g and not p for p, g in zip(pred, gold, strict=True))
+    return _scores(tp, fp, fn, len(gold) - tp - fp - fn, digits)
 
 
 def replay_feedback(

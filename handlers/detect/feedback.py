@@ -203,7 +203,8 @@ def encode(values: Mapping[str, float], base: float, label: float, weight: float
     return Example(keys, vals, base, label, weight)
 
 
-def _sigmoid(z: float) -> float:
+def sigmoid(z: float) -> float:
+    """The logistic function, clamped so extreme logits cannot overflow ``exp``."""
     if z < -30.0:
         return 0.0
     if z > 30.0:
@@ -307,7 +308,7 @@ class CommunityModel:
                     x = w.get(keys[j])
                     if x is not None:
                         z += x * vals[j]
-                g = ex.weight * (ex.label - _sigmoid(z))
+                g = ex.weight * (ex.label - sigmoid(z))
                 gb = g - l2_bias * bias * ex.weight / total
                 bias_sq += gb * gb
                 bias += lr * gb / math.sqrt(1.0 + bias_sq)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from handlers.detect.features import Features, extract
-from handlers.detect.feedback import CommunityModel, FeedbackConfig
+from handlers.detect.feedback import CommunityModel, FeedbackConfig, sigmoid
 from handlers.detect.lexicon import STOPWORDS, load_vader_lexicon, words
 from handlers.detect.taxonomy import rationale_for, reason_for, severity_for
 
@@ -26,14 +26,6 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "prompts" / "detector"
 # ``python -m handlers.detect.tune threshold`` puts 0.40-0.50 within 0.007 mean held-out
 # macro-F1 on the seed domains: too close to move the default from 0.5.
 DEFAULT_THRESHOLD = 0.5
-
-
-def _sigmoid(z: float) -> float:
-    if z < -30.0:
-        return 0.0
-    if z > 30.0:
-        return 1.0
-    return 1.0 / (1.0 + math.exp(-z))
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +152,7 @@ def fit(
             z = bias
             for k, v in vals.items():
                 z += w.get(k, 0.0) * v
-            g = y - _sigmoid(z)
+            g = y - sigmoid(z)
             bias_sq += g * g
             bias += lr * g / math.sqrt(1.0 + bias_sq)
             for k, v in vals.items():
@@ -252,15 +244,15 @@ class Detector:
             community.judged = True
         if community is not None and community.decisions:
             offset = community.offset(feats, base)
-            p = _sigmoid(base + offset)
+            p = sigmoid(base + offset)
             p_near, near_note = community.blend(feats, p)
-            if (p >= threshold) != (_sigmoid(base) >= threshold):
+            if (p >= threshold) != (sigmoid(base) >= threshold):
                 notes.append(community.explain(feats))
             if near_note:
                 notes.append(near_note)
             p = p_near
         else:
-            p = _sigmoid(base)
+            p = sigmoid(base)
         is_negative = p >= threshold
         if community is not None and not is_negative:
             community.observe_unflagged(hash(text), feats, base)
@@ -322,7 +314,7 @@ def main() -> None:
     model = fit(rows, valence)
     (DEFAULT_DATA_DIR / "weights.json").write_text(model.to_json() + "\n", encoding="utf-8")
     correct = sum(
-        (_sigmoid(model.logit(extract(t, valence))) >= DEFAULT_THRESHOLD) == y for t, y in rows
+        (sigmoid(model.logit(extract(t, valence))) >= DEFAULT_THRESHOLD) == y for t, y in rows
     )
     print(f"fitted on {len(rows)} seed examples; training accuracy {correct / len(rows):.3f}")
 

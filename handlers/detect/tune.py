@@ -14,20 +14,14 @@ import sys
 from dataclasses import fields, replace
 from typing import Any
 
-from handlers.detect.evaluate import replay_feedback
+from handlers.detect.evaluate import prediction_scores, replay_feedback
 from handlers.detect.feedback import FeedbackConfig
 from handlers.detect.lexicon import load_vader_lexicon
 from handlers.detect.model import Detector, fit, load_seed_domains
 
 
 def _macro_f1(pred: list[bool], gold: list[bool]) -> float:
-    def f1(pos: bool) -> float:
-        tp = sum(p == pos and g == pos for p, g in zip(pred, gold, strict=True))
-        fp = sum(p == pos and g != pos for p, g in zip(pred, gold, strict=True))
-        fn = sum(p != pos and g == pos for p, g in zip(pred, gold, strict=True))
-        return 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-
-    return (f1(True) + f1(False)) / 2
+    return prediction_scores(pred, gold, digits=None)["macro_f1"]
 
 
 def run(config: FeedbackConfig, *, share: float = 0.6, repeats: int = 3) -> list[str]:
