@@ -378,6 +378,16 @@ def _member_upsert(dialect: str) -> Any:
     )
 
 
+def _flag_where(platform: str, community_id: str, channel_id: str, message_id: str) -> Any:
+    """The flag raised on a message (if any), by the message's key."""
+    return and_(
+        col(Flag.platform) == platform,
+        col(Flag.community_id) == community_id,
+        col(Flag.channel_id) == channel_id,
+        col(Flag.message_id) == message_id,
+    )
+
+
 def _message_where(platform: str, community_id: str, channel_id: str, message_id: str) -> Any:
     return and_(
         col(Message.platform) == platform,
@@ -404,12 +414,7 @@ def _apply_edit(session: Session, op: EditRow) -> None:
         # A flag quotes what the member says now; its card shows it at its next update.
         session.execute(
             update(Flag)
-            .where(
-                col(Flag.platform) == op.platform,
-                col(Flag.community_id) == op.community_id,
-                col(Flag.channel_id) == op.channel_id,
-                col(Flag.message_id) == op.message_id,
-            )
+            .where(_flag_where(op.platform, op.community_id, op.channel_id, op.message_id))
             .values(quoted_text=op.text)
         )
         return
@@ -461,12 +466,7 @@ def _apply_delete(session: Session, op: DeleteRow) -> None:
         )
     session.execute(
         update(Flag)
-        .where(
-            col(Flag.platform) == op.platform,
-            col(Flag.community_id) == op.community_id,
-            col(Flag.channel_id) == op.channel_id,
-            col(Flag.message_id) == op.message_id,
-        )
+        .where(_flag_where(op.platform, op.community_id, op.channel_id, op.message_id))
         .values(quoted_text="", draft="", draft_warnings=[])
     )
     session.execute(
