@@ -7,10 +7,11 @@ same code runs in the ingestion path, in replays and in tests without sleeping.
 from __future__ import annotations
 
 import re
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from itertools import chain
 
 from handlers.detect.taxonomy import SEVERITIES
 
@@ -258,10 +259,11 @@ class IncidentIndex:
         return self._match(self._prune(community_id, now), shingles(text))
 
     def _match(self, com: _Community, sh: frozenset[str]) -> str | None:
-        shared: dict[int, int] = {}
-        for s in sh:
-            for i in com.postings.get(s, ()):
-                shared[i] = shared.get(i, 0) + 1
+        # Shared shingles per candidate, counted in C: common words ("my", "the") post
+        # to every live entry, and a per-posting Python loop was most of a complaint's
+        # matching cost.
+        postings = com.postings
+        shared = Counter(chain.from_iterable([postings[s] for s in sh if s in postings]))
         best_key: str | None = None
         best = self.min_similarity
         for i, inter in shared.items():
