@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 
+from storage.records import record
+
 
 class Platform(StrEnum):
     DISCORD = "discord"
@@ -25,7 +27,7 @@ class MessageKind(StrEnum):
     DELETE = "delete"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Author:
     """Who wrote a message, as the platform names them."""
 
@@ -34,7 +36,7 @@ class Author:
     is_bot: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MessageEvent:
     """A message was posted, edited or deleted in a community channel.
 
@@ -59,7 +61,7 @@ class MessageEvent:
     permalink: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReactionEvent:
     """A member added (or removed) a reaction to a message."""
 
@@ -73,7 +75,7 @@ class ReactionEvent:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MemberJoinEvent:
     """A member joined a community."""
 

@@ -24,6 +24,7 @@ from storage.models import (
     Outbox,
     Reaction,
 )
+from storage.records import record
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -40,7 +41,7 @@ def _insert(session: Session, table: Any) -> Any:
 # -- ingestion ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class NewMessageRow:
     platform: str
     community_id: str
@@ -59,7 +60,7 @@ class NewMessageRow:
     mentions: tuple[tuple[str, str, float], ...] = ()  # (competitor, sentiment, score)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EditRow:
     platform: str
     community_id: str
@@ -74,7 +75,7 @@ class EditRow:
     severity: str | None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeleteRow:
     platform: str
     community_id: str
@@ -83,7 +84,7 @@ class DeleteRow:
     deleted_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ReactionRow:
     platform: str
     community_id: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from handlers.detect.lexicon import (
     ACTION_VERBS,
@@ -30,6 +29,7 @@ from handlers.detect.lexicon import (
     WORD_GROUPS,
     words,
 )
+from storage.records import record
 
 _TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
 _STRIP_RE = re.compile(r"@\w+|https?://\S+|www\.\S+|&amp;|&gt;|&lt;")
@@ -58,7 +58,7 @@ COMPLAINT_GROUPS: frozenset[str] = words(
 POSITIVE_GROUPS: frozenset[str] = words("praise positive resolved negstrong")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Features:
     """What the model and the explanation need from one message."""
 

@@ -21,6 +21,7 @@ from handlers.detect.features import Features, extract
 from handlers.detect.feedback import CommunityModel, FeedbackConfig, sigmoid
 from handlers.detect.lexicon import STOPWORDS, load_vader_lexicon, words
 from handlers.detect.taxonomy import rationale_for, reason_for, severity_for
+from storage.records import record
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "prompts" / "detector"
 # ``python -m handlers.detect.tune threshold`` puts 0.40-0.50 within 0.007 mean held-out
@@ -28,7 +29,7 @@ DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "prompts" / "detector"
 DEFAULT_THRESHOLD = 0.5
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Verdict:
     """The detector's answer for one message."""
 
