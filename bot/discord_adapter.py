@@ -443,12 +443,6 @@ class DiscordAdapter(discord.Client):
     def _from_member(self, author: discord.abc.User) -> bool:
         return not author.bot and (self.user is None or author.id != self.user.id)
 
-    async def _watched(self, guild_id: int | None, channel: object) -> bool:
-        if guild_id is None:
-            return False
-        channel_id, _ = channel_and_thread(channel)
-        return await self.core.is_watched(PLATFORM, str(guild_id), channel_id)
-
     def _first_time(self, message_id: int) -> bool:
         """False for a message already fed (live and backfill can overlap)."""
         if message_id in self._recent:
@@ -467,8 +461,7 @@ class DiscordAdapter(discord.Client):
         ):
             return
         try:
-            if not await self._watched(message.guild.id, message.channel):
-                return
+            # The core skips unwatched channels and threads itself (and counts them).
             await self.core.on_message(message_event(message, MessageKind.NEW))
         except BaseException:
             self._recent.pop(message.id, None)  # not fed after all: a backfill may retry it
@@ -484,7 +477,6 @@ class DiscordAdapter(discord.Client):
             payload.guild_id is None
             or payload.data.get("edited_timestamp") is None
             or not self._from_member(message.author)
-            or not await self._watched(payload.guild_id, message.channel)
         ):
             return
         await self.core.on_message(message_event(message, MessageKind.EDIT))

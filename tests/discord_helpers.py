@@ -66,6 +66,8 @@ class MemoryCore(NullCore):
     communities: dict[str, list[ChannelInfo]] = field(default_factory=dict)
 
     async def on_message(self, event: MessageEvent) -> None:
+        if event.channel_id in self.unwatched and event.kind is not MessageKind.DELETE:
+            return  # as the real core: the adapter forwards, the core decides
         key = (event.platform, event.message_id)
         row = self.rows.get(key)
         if event.kind == MessageKind.NEW:
