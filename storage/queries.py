@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -269,10 +269,22 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[
 
 
 def _stored_datetime(session: Session) -> Callable[[Any], Any]:
-    """How SQLAlchemy stores a datetime column in this database (SQLite: a string; both:
-    naive UTC), for statements sent to the driver directly, so rows read back the same."""
-    process = _table(Message).c.created_at.type.bind_processor(session.get_bind().dialect)
+    """What a datetime column is given in this database, for statements sent to the
+    driver directly, so rows read back (and compare in SQL) as ORM-written ones do."""
+    dialect = session.get_bind().dialect
+    if dialect.name == "sqlite":
+        return _sqlite_stamp
+    process = _table(Message).c.created_at.type.bind_processor(dialect)
     return process if process is not None else (lambda v: v)
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    """The text the ORM stores on SQLite for an aware datetime: UTC, no offset, always
+    microseconds. Rows of every kind then compare and sort alike in SQL (migration 0005
+    fixed the ``+00:00`` text an earlier version of this path wrote)."""
+    if value.utcoffset() is None:
+        raise ValueError("datetime values must have timezone information")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _add_mentions(session: Session, rows: Iterable[NewMessageRow]) -> None:
@@ -302,12 +314,15 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
     for r in rows:
         key = (r.platform, r.community_id, r.author_id)
         entry = seen.get(key)
+        at = r.created_at
         if entry is None:
-            seen[key] = [r.author_name, r.created_at, r.created_at, 1]
+            seen[key] = [r.author_name, at, at, 1]
         else:
             entry[0] = r.author_name or entry[0]
-            entry[1] = min(entry[1], r.created_at)
-            entry[2] = max(entry[2], r.created_at)
+            if at < entry[1]:
+                entry[1] = at
+            elif at > entry[2]:
+                entry[2] = at
             entry[3] += 1
     ordered = sorted(seen.items())  # a fixed order of row locks between writers
     if session.get_bind().dialect.name == "postgresql":

@@ -77,9 +77,9 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     proc = _rapport(["db", "upgrade"], {"DATABASE_URL": url}, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "0004" in proc.stdout
+    assert "0005" in proc.stdout
     proc = _rapport(["db", "current"], {"DATABASE_URL": url}, tmp_path)
-    assert proc.stdout.strip() == "0004"
+    assert proc.stdout.strip() == "0005"
 
 
 def test_env_example_lists_every_setting() -> None:

@@ -62,10 +62,10 @@ def test_upgrade_downgrade_upgrade_keeps_rows(db_url: str) -> None:
     db = Database(db_url)
     try:
         upgrade(db)
-        assert current(db) == "0004"
+        assert current(db) == "0005"
         _seed(db)
         before = _counts(db)
-        downgrade(db, "0001")  # back through 0004, 0003 and 0002
+        downgrade(db, "0001")  # back through 0005 to 0002
         assert current(db) == "0001"
         indexes = {i["name"] for i in inspect(db.engine).get_indexes("messages")}
         assert "ix_messages_thread" in indexes and "ix_messages_reply" not in indexes
@@ -74,7 +74,7 @@ def test_upgrade_downgrade_upgrade_keeps_rows(db_url: str) -> None:
         assert "timezone" not in cols
         assert _counts(db) == before == (25, 1, 1)
         upgrade(db)
-        assert current(db) == "0004"
+        assert current(db) == "0005"
         assert _counts(db) == before
         # Upgrading an up-to-date schema is a no-op (the bot does it on every start).
         upgrade(db)
@@ -385,5 +385,103 @@ def test_members_are_counted_and_their_times_kept_across_batches(db_url: str) ->
         # Message 1 arrived twice: counted once, and its copy changes nothing; a
         # backfilled message older than any stored moves "first seen" back.
         assert members == {"u1": ("Ann B.", t1, t3, 3), "u2": ("Bo", t0, t1, 2)}
+    finally:
+        db.dispose()
+
+
+def test_ingested_times_sort_and_compare_like_orm_written_ones(db_url: str) -> None:
+    """Message rows go in through the driver, other rows through the ORM: the same
+    instant must be stored the same way, or time windows in SQL would miss rows."""
+    from datetime import timedelta, timezone
+
+    db = Database(db_url)
+    upgrade(db)
+    plus2 = timezone(timedelta(hours=2))
+    times = {
+        "utc-micro": datetime(2026, 1, 5, 9, 0, 0, 500000, tzinfo=UTC),
+        "utc-whole": datetime(2026, 1, 5, 9, 0, 1, tzinfo=UTC),
+        "plus2": datetime(2026, 1, 5, 11, 0, 0, 250000, tzinfo=plus2),  # 09:00:00.25 UTC
+    }
+    rows = [
+        queries.NewMessageRow(
+            "discord", "g", "c", k, None, None, "u", "Ann", "t", at, None, None, None
+        )
+        for k, at in times.items()
+    ]
+    try:
+        db.call(lambda s: queries.apply_ingest_batch(s, rows))
+        with Session(db.engine) as s:
+            for k, at in times.items():
+                s.add(
+                    Message(
+                        platform="orm",
+                        community_id="g",
+                        channel_id="c",
+                        message_id=k,
+                        author_id="u",
+                        author_name="Ann",
+                        text="t",
+                        created_at=at,
+                    )
+                )
+            s.commit()
+
+        def window(platform: str, since: datetime) -> list[str]:
+            return db.call(
+                lambda s: list(
+                    s.scalars(
+                        select(Message.message_id)
+                        .where(Message.platform == platform, Message.created_at >= since)
+                        .order_by(Message.created_at)
+                    )
+                )
+            )
+
+        quarter = datetime(2026, 1, 5, 9, 0, 0, 250000, tzinfo=UTC)
+        expected = ["plus2", "utc-micro", "utc-whole"]
+        assert window("discord", quarter) == window("orm", quarter) == expected
+        # A window starting on a whole second includes the message sent on it.
+        whole = times["utc-whole"]
+        assert window("discord", whole) == window("orm", whole) == ["utc-whole"]
+        if db.sqlite:
+            with sqlite3.connect(db_url.removeprefix("sqlite:///")) as raw:
+                stored = dict(
+                    raw.execute("SELECT platform || message_id, created_at FROM messages")
+                )
+            for k in times:
+                assert stored["discord" + k] == stored["orm" + k]
+    finally:
+        db.dispose()
+
+
+def test_migration_0005_rewrites_driver_written_times(sqlite_url: str) -> None:
+    db = Database(sqlite_url)
+    try:
+        upgrade(db, "0004")
+        old_forms = {
+            "whole": "2026-01-05 09:00:01+00:00",
+            "micro": "2026-01-05 09:00:00.500000+00:00",
+            "orm": "2026-01-05 09:00:02.000000",
+        }
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as raw:
+            raw.executemany(
+                "INSERT INTO messages (platform, community_id, channel_id, message_id,"
+                " author_id, author_name, text, created_at) VALUES"
+                " ('discord', 'g', 'c', ?, 'u', 'Ann', 't', ?)",
+                list(old_forms.items()),
+            )
+        upgrade(db)
+        with sqlite3.connect(sqlite_url.removeprefix("sqlite:///")) as raw:
+            now = dict(raw.execute("SELECT message_id, created_at FROM messages"))
+        assert now == {
+            "whole": "2026-01-05 09:00:01.000000",
+            "micro": "2026-01-05 09:00:00.500000",
+            "orm": "2026-01-05 09:00:02.000000",
+        }
+        whole = datetime(2026, 1, 5, 9, 0, 1, tzinfo=UTC)
+        later = db.call(
+            lambda s: set(s.scalars(select(Message.message_id).where(Message.created_at >= whole)))
+        )
+        assert later == {"whole", "orm"}
     finally:
         db.dispose()
