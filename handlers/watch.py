@@ -7,6 +7,7 @@ re-scored for pile-on, velocity, reach and repeats, and raise the flag's severit
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -54,6 +55,8 @@ class FlagWatch:
         # (platform, community, message-or-thread id) -> the open flag its replies escalate
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
         self._heads: dict[str, int] = {}  # incident key -> the flag that carries it
+        # incident key -> set once its first complaint's flag is written (or refused)
+        self._starting: dict[str, asyncio.Event] = {}
         self._boot = time.time_ns()
         self._seq = 0
 
@@ -100,17 +103,35 @@ class FlagWatch:
         """Flag a fresh complaint, joining its incident when a near-duplicate is open."""
         ck = community_key(event.platform, event.community_id)
         incident = self._incidents.add(ck, event.text, self._clock.now(), key=self._new_key())
-        outcome = await self._flags.raise_flag(
-            event.platform,
-            event.community_id,
-            event.channel_id,
-            event.message_id,
-            verdict,
-            incident_key=incident,
-            incident_head=self._heads.get(incident),
-        )
+        head = self._heads.get(incident)
+        starting = None
+        if head is None:
+            pending = self._starting.get(incident)
+            if pending is not None:
+                # Its first complaint's flag is being written: wait for it and join it
+                # in a batched merge, rather than each duplicate of a burst looking the
+                # incident up on its own (or, worse, racing it to a second card).
+                await pending.wait()
+                head = self._heads.get(incident)
+            else:
+                starting = self._starting[incident] = asyncio.Event()
+        try:
+            outcome = await self._flags.raise_flag(
+                event.platform,
+                event.community_id,
+                event.channel_id,
+                event.message_id,
+                verdict,
+                incident_key=incident,
+                incident_head=head,
+            )
+            if outcome.ok and outcome.flag_id is not None:
+                self._heads[incident] = outcome.flag_id
+        finally:
+            if starting is not None:
+                del self._starting[incident]
+                starting.set()
         if outcome.ok and outcome.flag_id is not None:
-            self._heads[incident] = outcome.flag_id
             self._watch(
                 WatchedFlag(
                     outcome.flag_id,

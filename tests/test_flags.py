@@ -355,6 +355,21 @@ async def test_a_burst_of_duplicates_joins_one_incident_at_its_highest_severity(
         assert joined == {f"m{i}" for i in range(1, 30)}
 
 
+async def test_a_burst_that_starts_an_incident_is_one_flag_and_one_card(db_url: str) -> None:
+    """The first complaint's flag is still being written while its duplicates arrive:
+    they wait for it and join it, rather than racing it to cards of their own."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _):
+        burst = [
+            message("checkout is broken, cannot pay", f"m{i}", author=f"u{i}") for i in range(12)
+        ]
+        await asyncio.gather(*(rt.core.on_message(e) for e in burst))
+        await rt.settle()
+        flags = await rt.db.run(lambda s: list(s.scalars(select(Flag))))
+        assert [(f.message_id, f.incident_size) for f in flags] == [("m0", 12)]
+        assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
+
+
 async def test_a_duplicate_of_a_resolved_incident_is_a_new_flag(db_url: str) -> None:
     clock = ManualClock()
     async with runtime(db_url, clock) as (rt, slack, _):
