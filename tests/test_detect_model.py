@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handlers.detect import REASONS, SEVERITIES, Detector, features, lexicon
@@ -203,10 +203,17 @@ _VOCAB = sorted(
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.sampled_from(_VOCAB), min_size=1, max_size=14), st.booleans())
+@example(["waited", "all", "day", "for", "an", "hour"], False)  # durations of each kind
+@example(
+    ["third", "time", "i", "asked", ",", "2", "emails", "and", "48hrs", "later", ",", "weeks"],
+    False,
+)
+@example(["not", "helpful", "!", "you", "never", "reply", "my", "3", "tickets"], True)
 def test_the_short_path_for_ordinary_words_changes_no_feature(
     tokens: list[str], shout: bool
 ) -> None:
-    """Most words skip extract's per-token checks; that must not change any feature."""
+    """Most words skip extract's per-token checks, and most listed words its duration
+    and count checks; neither short cut may change any feature."""
     valence = _VALENCE
     text = " ".join(tokens)
     if shout:
@@ -214,6 +221,7 @@ def test_the_short_path_for_ordinary_words_changes_no_feature(
     fast = features.extract(text, valence)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(features, "_SPECIAL", _Everything())
+        mp.setattr(features, "_COUNTING", _Everything())
         full = features.extract(text, valence)
     assert fast == full
     assert list(fast.values) == list(full.values)  # same order, for the same fit

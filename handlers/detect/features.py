@@ -48,6 +48,10 @@ _SPECIAL: frozenset[str] = frozenset(
     | ATTEMPT_NOUNS
 )
 """Tokens the full per-token path must see; any other word takes the short path."""
+_COUNTING: frozenset[str] = frozenset(
+    {*NUMBER_WORDS, *ORDINALS, *ATTEMPT_NOUNS, *_VAGUE_DURATIONS, "all"}
+)
+"""Listed tokens that can start a duration or a count (as can any number)."""
 
 # Groups that signal a complaint (as opposed to topic-only or positive groups).
 COMPLAINT_GROUPS: frozenset[str] = words(
@@ -106,6 +110,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     word_groups = WORD_GROUPS
     phrase_groups = PHRASE_GROUPS
     special = _SPECIAL
+    counting = _COUNTING
     for i in range(n_toks):
         t = toks[i]
         if t == "?":
@@ -119,8 +124,9 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
         words += 1
         vals[t] = 1.0
         # Most tokens are in no word list: for them only valence, the bigram they end
-        # and the content set matter, and the look-ups below are skipped.
-        listed = t in special or t[0].isdigit()
+        # and the content set matter, and the look-ups below are skipped. (Tokens are
+        # [a-z0-9']: one below ":" starts with a digit, a comparison instead of a call.)
+        listed = t in special or t < ":"
         if listed:
             g = word_groups.get(t)
             if g is not None:
@@ -140,7 +146,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             else:
                 vneg -= v
         if prev:
-            bg = prev + " " + t
+            bg = f"{prev} {t}"
             vals[bg] = 1.0
             pg = phrase_groups.get(bg)
             if pg is not None:
@@ -167,9 +173,12 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             n_my += 1
         elif len(t) > 2 and t not in STOPWORDS:
             content.add(t)
+        if not (t in counting or t < ":"):
+            prev = t  # a person, negator or cue word: no duration or count starts here
+            continue
         # Durations ("3 weeks", "an hour", "48hrs") and counts ("2 emails", "third time").
         num = NUMBER_WORDS.get(t)
-        if num is None and t[0].isdigit():
+        if num is None and t < ":":
             if t.isdigit():
                 num = int(t) if len(t) <= 3 else None
             else:
