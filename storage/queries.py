@@ -337,20 +337,13 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
                 column.append(value)
         session.connection().exec_driver_sql(_PG_UPSERT_MEMBERS, arrays)
         return
-    values = [
-        {
-            "platform": p,
-            "community_id": c,
-            "external_id": a,
-            "display_name": name,
-            "first_seen": first,
-            "last_seen": last,
-            "message_count": n,
-            "opted_out": False,
-        }
+    # SQLite: straight to the driver, as for messages (SQLAlchemy's per-row bind
+    # processing cost more than SQLite's own upsert).
+    members = [
+        (p, c, a, name, _sqlite_stamp(first), _sqlite_stamp(last), n)
         for (p, c, a), (name, first, last, n) in ordered
     ]
-    session.execute(_member_upsert(session.get_bind().dialect.name), values)
+    session.connection().exec_driver_sql(_SQLITE_UPSERT_MEMBERS, members)
 
 
 _MEMBER_COLUMNS = (
@@ -376,22 +369,15 @@ _PG_UPSERT_MEMBERS = (
 )
 
 
-@cache
-def _member_upsert(dialect: str) -> Any:
-    """Built once per dialect: building it cost more than running it, every batch."""
-    table = _table(Member)
-    ins = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
-    newest = func.greatest if dialect == "postgresql" else func.max
-    oldest = func.least if dialect == "postgresql" else func.min
-    return ins.on_conflict_do_update(
-        index_elements=["platform", "community_id", "external_id"],
-        set_={
-            "display_name": ins.excluded.display_name,
-            "first_seen": oldest(table.c.first_seen, ins.excluded.first_seen),
-            "last_seen": newest(table.c.last_seen, ins.excluded.last_seen),
-            "message_count": table.c.message_count + ins.excluded.message_count,
-        },
-    )
+_SQLITE_UPSERT_MEMBERS = (
+    "INSERT INTO members (platform, community_id, external_id, display_name, first_seen,"
+    " last_seen, message_count, opted_out) VALUES (?, ?, ?, ?, ?, ?, ?, 0)"
+    " ON CONFLICT (platform, community_id, external_id) DO UPDATE SET"
+    " display_name = excluded.display_name,"
+    " first_seen = min(members.first_seen, excluded.first_seen),"
+    " last_seen = max(members.last_seen, excluded.last_seen),"
+    " message_count = members.message_count + excluded.message_count"
+)
 
 
 def _flag_where(platform: str, community_id: str, channel_id: str, message_id: str) -> Any:
