@@ -104,13 +104,18 @@ class BatchWriter(Generic[OpT, ResT]):
 
     async def submit(self, op: OpT) -> ResT:
         """Queue ``op`` and wait until the transaction holding it has committed."""
+        return await self.submit_nowait(op)
+
+    def submit_nowait(self, op: OpT) -> asyncio.Future[ResT]:
+        """Queue ``op`` now, in order with everything else queued; the future resolves
+        with its result once the transaction holding it has committed."""
         if self._task is None:
             self.start()
         fut: asyncio.Future[ResT] = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
         self._idle.clear()
         self._wake.set()
-        return await fut
+        return fut
 
     def enqueue(self, op: OpT) -> None:
         """Queue ``op`` without waiting for its commit; a failure is logged, not raised."""

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlmodel import Session, col
@@ -35,6 +36,13 @@ logger = logging.getLogger(__name__)
 
 RECENT_THREADS = 50
 """How many recently active threads per channel a backfill reads again."""
+
+
+def _storable(event: MessageEvent) -> MessageEvent:
+    """PostgreSQL cannot store NUL in text; it would cost the message its row."""
+    if "\x00" in event.text:
+        return replace(event, text=event.text.replace("\x00", "\ufffd"))
+    return event
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,14 +129,12 @@ class Core:
 
     # -- CommunityCore ------------------------------------------------------------------
     async def on_message(self, event: MessageEvent) -> None:
-        if event.author.is_bot and event.kind is not MessageKind.DELETE:
+        if event.kind is MessageKind.NEW:
+            follow_up = self.accept(event)
+            if follow_up is not None:
+                await follow_up
             return
-        chan_key = (event.platform, event.community_id, event.channel_id)
-        if chan_key in self._unwatched or (
-            event.thread_id is not None
-            and (event.platform, event.community_id, event.thread_id) in self._unwatched
-        ):
-            self.stats.skipped_unwatched += 1
+        if not self._admitted(event):
             return
         if event.kind is MessageKind.DELETE:
             await self._writer.submit(
@@ -144,62 +150,96 @@ class Core:
         if (event.platform, event.community_id, event.author.id) in self._opted_out:
             self.stats.skipped_opted_out += 1
             return
-        if "\x00" in event.text:
-            # PostgreSQL cannot store NUL in text; it would cost the message its row.
-            event = replace(event, text=event.text.replace("\x00", "\ufffd"))
+        event = _storable(event)
         verdict = (
             self._judge.judge(event.text, community_key(event.platform, event.community_id))
             if event.text
             else None
         )
-        if event.kind is MessageKind.EDIT:
-            await self._writer.submit(
-                EditRow(
-                    event.platform,
-                    event.community_id,
-                    event.channel_id,
-                    event.message_id,
-                    event.text,
-                    event.edited_at or self._clock.now(),
-                    event.author.id,
-                    event.author.name,
-                    verdict.score if verdict else None,
-                    verdict.reason if verdict else None,
-                    verdict.severity if verdict else None,
-                )
+        await self._writer.submit(
+            EditRow(
+                event.platform,
+                event.community_id,
+                event.channel_id,
+                event.message_id,
+                event.text,
+                event.edited_at or self._clock.now(),
+                event.author.id,
+                event.author.name,
+                verdict.score if verdict else None,
+                verdict.reason if verdict else None,
+                verdict.severity if verdict else None,
             )
-        else:
-            watch = self._watches.get((event.platform, event.community_id), self._default_watch)
-            mentions = (
-                tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
-                if watch is not None and event.text
-                else ()
-            )
-            row = NewMessageRow(
-                platform=event.platform,
-                community_id=event.community_id,
-                channel_id=event.channel_id,
-                message_id=event.message_id,
-                thread_id=event.thread_id,
-                reply_to=event.reply_to,
-                author_id=event.author.id,
-                author_name=event.author.name,
-                text=event.text,
-                created_at=event.created_at,
-                score=verdict.score if verdict else None,
-                reason=verdict.reason if verdict and verdict.is_negative else None,
-                severity=verdict.severity if verdict and verdict.is_negative else None,
-                permalink=event.permalink,
-                mentions=mentions,
-            )
-            if not self._follows_up(event, verdict):
-                # Most messages: stored and judged, nothing else to do. Not waiting for
-                # the commit spares a future and a wake-up per message; the write is in
-                # the same batch either way, and a flush waits for it.
-                self._writer.enqueue(row)
-                return
-            if not await self._writer.submit(row):
-                return  # a redelivery (retry, backfill): already judged and counted
+        )
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        """Take a new message at once, without a task or an await of its own.
+
+        It is judged and queued for the batched write now, in arrival order. Returns
+        what must follow its commit (a flag, a second opinion, a flagged thread's
+        escalation) for the caller to await or schedule, or None: for most messages
+        there is nothing more to do.
+        """
+        if not self._admitted(event):
+            return None
+        if (event.platform, event.community_id, event.author.id) in self._opted_out:
+            self.stats.skipped_opted_out += 1
+            return None
+        event = _storable(event)
+        verdict = (
+            self._judge.judge(event.text, community_key(event.platform, event.community_id))
+            if event.text
+            else None
+        )
+        watch = self._watches.get((event.platform, event.community_id), self._default_watch)
+        mentions = (
+            tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
+            if watch is not None and event.text
+            else ()
+        )
+        row = NewMessageRow(
+            platform=event.platform,
+            community_id=event.community_id,
+            channel_id=event.channel_id,
+            message_id=event.message_id,
+            thread_id=event.thread_id,
+            reply_to=event.reply_to,
+            author_id=event.author.id,
+            author_name=event.author.name,
+            text=event.text,
+            created_at=event.created_at,
+            score=verdict.score if verdict else None,
+            reason=verdict.reason if verdict and verdict.is_negative else None,
+            severity=verdict.severity if verdict and verdict.is_negative else None,
+            permalink=event.permalink,
+            mentions=mentions,
+        )
+        if not self._follows_up(event, verdict):
+            # Most messages: stored and judged, nothing else to do. Not waiting for
+            # the commit spares a future and a wake-up per message; the write is in
+            # the same batch either way, and a flush waits for it.
+            self._writer.enqueue(row)
+            return None
+        return self._follow_up(event, verdict, self._writer.submit_nowait(row))
+
+    def _admitted(self, event: MessageEvent) -> bool:
+        """Not the bot's own message (a delete is always honoured), nor in an unwatched
+        channel or thread (counted)."""
+        if event.author.is_bot and event.kind is not MessageKind.DELETE:
+            return False
+        if (event.platform, event.community_id, event.channel_id) in self._unwatched or (
+            event.thread_id is not None
+            and (event.platform, event.community_id, event.thread_id) in self._unwatched
+        ):
+            self.stats.skipped_unwatched += 1
+            return False
+        return True
+
+    async def _follow_up(
+        self, event: MessageEvent, verdict: VerdictLike | None, committed: asyncio.Future[bool]
+    ) -> None:
+        if not await committed:
+            return  # a redelivery (retry, backfill): already judged and counted
         watched = self._watch.thread_flag(event)
         if watched is not None:
             # A reply in a flagged thread counts towards that flag, not a card of its own.

@@ -8,9 +8,10 @@ or a small in-process stand-in.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from handlers.events import Action, ActionResult, MemberJoinEvent, MessageEvent, ReactionEvent
 
@@ -86,6 +87,12 @@ class CommunityCore(Protocol):
     """What adapters call when something happens in a community."""
 
     async def on_message(self, event: MessageEvent) -> None: ...
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        """Take a NEW message without a task or an await of its own (a busy adapter's
+        fast path); returns what must follow its commit, for the caller to await or
+        schedule, or None. ``await on_message(event)`` does the same in one step."""
+        ...
 
     async def on_reaction(self, event: ReactionEvent) -> None: ...
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -147,6 +147,19 @@ class ObservedCore(DelegatingCore):
 
     async def on_message(self, event: MessageEvent) -> None:
         await self.inner.on_message(event)
+        self.messages.append(event)
+        self._notify()
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        follow_up = self.inner.accept(event)
+        if follow_up is None:
+            self.messages.append(event)
+            self._notify()
+            return None
+        return self._seen_after(event, follow_up)
+
+    async def _seen_after(self, event: MessageEvent, follow_up: Awaitable[None]) -> None:
+        await follow_up
         self.messages.append(event)
         self._notify()
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -19,11 +22,19 @@ from bot.discord_adapter import (
     split_text,
 )
 from bot.sandbox.discord_emulator import DiscordEmulator
-from handlers.events import AddReaction, MessageKind, PostMessage, ReplyInThread, Target
+from handlers.events import (
+    AddReaction,
+    MessageEvent,
+    MessageKind,
+    PostMessage,
+    ReplyInThread,
+    Target,
+)
 from handlers.ports import CommunityCore
 from tests.discord_helpers import (
     Community,
     CoreUnderTest,
+    MemoryCore,
     core_under_test,
     running_client,
     seed_community,
@@ -452,3 +463,58 @@ async def test_messages_posted_while_the_bot_was_down_are_backfilled_on_start(
         await say_and_wait(emu, cut, c.alice, c.general, "sentinel")
     assert all(cut.core.new_count()[m] == 1 for m in offline)
     assert never_logged not in cut.core.new_count()  # no whole-history import
+
+
+@dataclass
+class FlakyCore(MemoryCore):
+    """Fails the first time it takes a message that says "explode" (at once) or "late"
+    (in what follows its commit); every message it is given is noted."""
+
+    tried: list[str] = field(default_factory=list)
+    failed: set[str] = field(default_factory=set)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        self.tried.append(event.text)
+        self.changed.set()
+        first_time = event.message_id not in self.failed
+        self.failed.add(event.message_id)
+        if first_time and "explode" in event.text:
+            raise RuntimeError("core exploded")
+        if first_time and "late" in event.text:
+            return self._fail_later()
+        return super().accept(event)
+
+    async def _fail_later(self) -> None:
+        raise RuntimeError("follow-up exploded")
+
+    async def wait_tried(self, text: str) -> None:
+        async with asyncio.timeout(5):
+            while text not in self.tried:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def test_a_message_the_core_fails_on_is_logged_and_fed_again_by_a_backfill(
+    emu: DiscordEmulator, community: Community, caplog: pytest.LogCaptureFixture
+) -> None:
+    """New messages are taken inside discord.py's parse of the gateway event: a core
+    that raises there, or in what follows, must neither stop the client nor lose the
+    message for good."""
+    c = community
+    core = FlakyCore()
+    async with running_client(emu, core, [c.guild_id]) as client:
+        emu.say(c.alice, c.general, "before")
+        await core.wait_tried("before")
+        first = str(emu.say(c.alice, c.general, "this will explode"))
+        second = str(emu.say(c.bob, c.general, "this fails late"))
+        await core.wait_tried("this fails late")
+        await asyncio.sleep(0)  # let the failed follow-up's task finish
+        assert await core.stored_text(P, first) is None
+        assert await core.stored_text(P, second) is None
+        assert "taking Discord message" in caplog.text
+        assert "following up Discord message" in caplog.text
+
+        await client.backfill()  # after "before", the newest stored message
+        assert await core.stored_text(P, first) == "this will explode"
+        assert await core.stored_text(P, second) == "this fails late"

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from bot.app import build_runtime
 from bot.settings import Settings
 from handlers.clock import ManualClock
-from handlers.events import MessageKind
+from handlers.events import Author, MessageKind
 from storage.models import Flag, Member, Message
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
 
@@ -197,3 +197,32 @@ async def test_a_nul_character_does_not_cost_a_message_its_row(db_url: str) -> N
             lambda s: {m.message_id: m.text for m in s.scalars(select(Message)).all()}
         )
         assert texts == {"n1": "edited\ufffd", "n2": "neighbour"}
+
+
+async def test_accept_takes_a_message_at_once_and_returns_only_what_must_follow(
+    db_url: str,
+) -> None:
+    """The adapters' fast path: nothing to await for chatter; a complaint's flag follows
+    its commit, and its row is queued in arrival order, so a delete handled before the
+    flag still erases it."""
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        assert rt.core.accept(message("good morning", "m1")) is None
+        follow_up = rt.core.accept(message("my order arrived broken", "m2"))
+        assert follow_up is not None
+        assert (
+            rt.core.accept(replace(message("bot says hi", "m3"), author=Author("b", "bot", True)))
+            is None
+        )
+        await rt.core.on_message(replace(message("", "m2"), kind=MessageKind.DELETE))
+        await follow_up
+        await rt.settle()
+        rows = {
+            m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
+        }
+        assert set(rows) == {"m1", "m2"}
+        assert rows["m1"].text == "good morning"
+        assert rows["m2"].text == "" and rows["m2"].deleted_at is not None
+        assert await _count(rt, Flag) == 0  # nothing left to flag
+        assert rt.core.stats.messages == 2

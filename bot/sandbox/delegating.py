@@ -7,7 +7,9 @@ differs.
 
 from __future__ import annotations
 
+from collections.abc import Coroutine
 from datetime import datetime
+from typing import Any
 
 from handlers.events import MemberJoinEvent, MessageEvent, ReactionEvent
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
@@ -19,6 +21,9 @@ class DelegatingCore:
 
     async def on_message(self, event: MessageEvent) -> None:
         await self.inner.on_message(event)
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        return self.inner.accept(event)
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         await self.inner.on_reaction(event)
@@ -65,6 +70,13 @@ class NullCore:
 
     async def on_message(self, event: MessageEvent) -> None:
         return None
+
+    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        """Nothing to do, unless a stand-in overrides :meth:`on_message`: then that is
+        what follows (the Discord adapter takes new messages here)."""
+        if type(self).on_message is NullCore.on_message:
+            return None
+        return self.on_message(event)
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         return None
