@@ -10,19 +10,19 @@ from sqlmodel import Session
 
 from handlers.batching import BatchWriter
 from storage.db import Database
-from storage.queries import IngestOp, NewMessageRow, apply_ingest_batch, message_key
+from storage.queries import IngestOp, NewMessageRow, apply_ingest_batch
 
 
 def apply_ingest_ops(session: Session, ops: list[IngestOp]) -> list[bool]:
     """Apply ``ops`` in order; for a new message, False means it was already stored (a
     redelivery, or a second copy in the same batch), so it is not judged or counted again."""
-    inserted = apply_ingest_batch(session, ops)
+    stored = {id(row) for row in apply_ingest_batch(session, ops)}
     fresh: list[bool] = []
     for op in ops:
         if isinstance(op, NewMessageRow):
-            key = message_key(op)
-            fresh.append(key in inserted)
-            inserted.discard(key)
+            key = id(op)
+            fresh.append(key in stored)
+            stored.discard(key)  # the same row queued twice is news once
         else:
             fresh.append(True)
     return fresh

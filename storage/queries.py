@@ -108,22 +108,22 @@ def message_key(op: NewMessageRow) -> MessageKey:
     return (op.platform, op.community_id, op.channel_id, op.message_id)
 
 
-def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> set[MessageKey]:
+def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> list[NewMessageRow]:
     """Apply ingestion operations in order, grouping runs of new messages into one INSERT.
 
     Inserts are ``ON CONFLICT DO NOTHING`` on the message key, so the same message
     arriving twice (a retry, a backfill, two concurrent writers) is one row. Returns the
-    keys of the messages this call inserted: a redelivery is not news, and must not be
-    judged or counted again.
+    new-message rows this call stored, in order (of two copies in a batch, the first):
+    a redelivery is not news, and must not be judged or counted again.
     """
-    inserted: set[MessageKey] = set()
+    stored: list[NewMessageRow] = []
     run: list[NewMessageRow] = []
     for op in ops:
         if isinstance(op, NewMessageRow):
             run.append(op)
             continue
         if run:
-            inserted |= _insert_messages(session, run)
+            stored += _insert_messages(session, run)
             run = []
         if isinstance(op, EditRow):
             _apply_edit(session, op)
@@ -132,8 +132,8 @@ def apply_ingest_batch(session: Session, ops: Sequence[IngestOp]) -> set[Message
         else:
             _apply_reaction(session, op)
     if run:
-        inserted |= _insert_messages(session, run)
-    return inserted
+        stored += _insert_messages(session, run)
+    return stored
 
 
 _MESSAGE_COLUMNS = (
@@ -173,22 +173,15 @@ def _message_values(r: NewMessageRow, created_at: Any) -> tuple[Any, ...]:
     )
 
 
-def _insert_messages(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
+def _insert_messages(session: Session, rows: list[NewMessageRow]) -> list[NewMessageRow]:
     if session.get_bind().dialect.name == "sqlite":
-        inserted = _insert_messages_sqlite(session, rows)
+        fresh = _insert_messages_sqlite(session, rows)
     else:
-        inserted = _insert_messages_returning(session, rows)
-    fresh: list[NewMessageRow] = []
-    seen: set[MessageKey] = set()
-    for r in rows:  # a batch may hold the same message twice: count it once
-        key = message_key(r)
-        if key in inserted and key not in seen:
-            seen.add(key)
-            fresh.append(r)
+        fresh = _insert_messages_returning(session, rows)
     if fresh:
         _touch_members(session, fresh)
         _add_mentions(session, fresh)
-    return inserted
+    return fresh
 
 
 _PG_ARRAY_TYPES = {"text": "text[]", "created_at": "timestamp[]", "score": "float8[]"}
@@ -200,7 +193,7 @@ _PG_INSERT_MESSAGES = (
 )
 
 
-def _insert_messages_returning(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
+def _insert_messages_returning(session: Session, rows: list[NewMessageRow]) -> list[NewMessageRow]:
     """``INSERT … SELECT FROM unnest(arrays) ON CONFLICT DO NOTHING RETURNING``: exact even
     with concurrent writers.
 
@@ -216,7 +209,14 @@ def _insert_messages_returning(session: Session, rows: list[NewMessageRow]) -> s
         for column, value in zip(lists, values, strict=True):
             column.append(value)
     returned = session.connection().exec_driver_sql(_PG_INSERT_MESSAGES, columns).all()
-    return {(str(p), str(c), str(ch), str(m)) for p, c, ch, m in returned}
+    inserted = {(str(p), str(c), str(ch), str(m)) for p, c, ch, m in returned}
+    fresh: list[NewMessageRow] = []
+    for r in rows:  # a batch may hold the same message twice: the first copy is the one
+        key = message_key(r)
+        if key in inserted:
+            inserted.discard(key)
+            fresh.append(r)
+    return fresh
 
 
 _SQLITE_INSERT_MESSAGES = (
@@ -230,7 +230,7 @@ _SQLITE_EXISTING_IDS = (
 )
 
 
-def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[MessageKey]:
+def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> list[NewMessageRow]:
     """Look up which keys exist, then one driver-level executemany for the rest.
 
     A SQLite transaction here began with ``BEGIN IMMEDIATE`` (see :mod:`storage.db`), so
@@ -253,16 +253,15 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> set[
             )
             for (mid,) in found:
                 seen.add((platform, community_id, channel_id, str(mid)))
-    to_datetime = _stored_datetime(session)
-    fresh: set[MessageKey] = set()
+    fresh: list[NewMessageRow] = []
     values = []
     for r in rows:
         key = (r.platform, r.community_id, r.channel_id, r.message_id)
         if key in seen:
             continue
         seen.add(key)
-        fresh.add(key)
-        values.append(_message_values(r, to_datetime(r.created_at)))
+        fresh.append(r)
+        values.append(_message_values(r, _sqlite_stamp(r.created_at)))
     if values:
         conn.exec_driver_sql(_SQLITE_INSERT_MESSAGES, values)
     return fresh

@@ -307,7 +307,7 @@ def test_a_batch_of_new_messages_round_trips_on_each_database(db_url: str) -> No
 
     try:
         first = db.call(lambda s: queries.apply_ingest_batch(s, [row("1.0", text="old")]))
-        assert first == {("slack", "T1", "C1", "1.0")}
+        assert [r.message_id for r in first] == ["1.0"]
         batch = [
             row("1.0", text="redelivered"),  # already stored
             row(
@@ -325,7 +325,7 @@ def test_a_batch_of_new_messages_round_trips_on_each_database(db_url: str) -> No
             row("3.0"),  # twice in one batch
         ]
         added = db.call(lambda s: queries.apply_ingest_batch(s, batch))
-        assert added == {("slack", "T1", "C1", "2.0"), ("slack", "T1", "C1", "3.0")}
+        assert [id(r) for r in added] == [id(batch[1]), id(batch[2])]  # 3.0: the first copy
         stored = db.call(lambda s: {m.message_id: m for m in s.scalars(select(Message)).all()})
         assert sorted(stored) == ["1.0", "2.0", "3.0"]
         assert stored["1.0"].text == "old"
