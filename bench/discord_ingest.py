@@ -13,7 +13,7 @@ a) a plain ``discord.Client`` whose ``on_message`` only counts: the issue's base
    ("discord.py alone, an empty handler"), and ``ratio`` is measured against it;
 b) Rapport's :class:`~bot.discord_adapter.DiscordAdapter` over the real runtime
    (``bot.app.build_runtime``: watched check, detector, SQLite store, flags), timed until
-   the core has committed the last message.
+   every message is judged and committed and every flag raised.
 
 Rapport's adapter takes new messages in discord.py's ``dispatch`` rather than through an
 ``on_message`` handler, which spares discord.py's task per handler call. So that this
@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,8 @@ def start_emulator(cores: list[int]) -> Emulator:
 
 
 class CountingCore(DelegatingCore):
-    """Forwards to the real core and counts committed NEW messages (to stop the clock)."""
+    """Forwards to the real core and counts the NEW messages it is given (the clock stops
+    once they are all judged, committed and followed up: see run_rapport)."""
 
     def __init__(self, inner: CommunityCore, target: int) -> None:
         super().__init__(inner)
@@ -144,16 +145,10 @@ class CountingCore(DelegatingCore):
         if event.kind is MessageKind.NEW:
             self._taken(event)
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
-        # The adapter's fast path: counted once taken, or once what follows (a flag) is done.
-        follow_up = self.inner.accept(event)
-        if follow_up is None:
-            self._taken(event)
-            return None
-        return self._taken_after(event, follow_up)
-
-    async def _taken_after(self, event: MessageEvent, follow_up: Awaitable[None]) -> None:
-        await follow_up
+    def accept(self, event: MessageEvent) -> None:
+        # The adapter's fast path; the clock stops once the core has judged, stored and
+        # followed up everything taken (see run_rapport).
+        self.inner.accept(event)
         self._taken(event)
 
     def _taken(self, event: MessageEvent) -> None:
@@ -313,12 +308,18 @@ async def run_rapport(
     settings = load_settings(_env_file=None, DATABASE_URL=db_url)
     async with build_runtime(settings, judge=_judge(settings), start_workers=False) as rt:
         settle_after_startup()  # as `rapport run` does once it has started
-        # The core does not wait for most commits, so the clock stops only once the
-        # writer has committed everything (and the flags are raised).
-        result, core = await run_adapter(emu, n, texts, timeout_s, rt.core, rt.writer.flush)
+
+        async def done() -> None:
+            # The core judges in passes and does not wait for most commits: the clock
+            # stops once everything is judged and committed and the flags are raised.
+            await rt.core.flush()
+            await rt.core.wait_reviews()
+            await rt.core.flush()
+
+        result, core = await run_adapter(emu, n, texts, timeout_s, rt.core, done)
         sent = result["sent"]
         elapsed = result["seconds"]
-        await rt.writer.flush()
+        await rt.core.flush()
         stored_ids = await rt.db.run(
             lambda s: list(
                 s.scalars(select(col(Message.message_id)).where(col(Message.platform) == "discord"))

@@ -48,7 +48,7 @@ class Runtime:
     async def settle(self) -> None:
         """Finish queued writes, drafts and outbox work (tests and the demo wait on this)."""
         for _ in range(5):
-            await self.writer.flush()
+            await self.core.flush()
             await self.core.wait_reviews()
             await self.flags.wait_drafts()
             ran = await self.outbox.drain()

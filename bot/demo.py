@@ -137,7 +137,7 @@ async def _scenes(d: Demo) -> None:
         "Third week waiting for my refund, no reply to 2 emails. This is really not ok.",
     )
     d.check(await d.wait(lambda: len(sb.cards()) == 1), "a card appeared in the flags channel")
-    await sb.rt.writer.flush()
+    await sb.rt.core.flush()
     table = Table("member", "message", "verdict")
     rows = await sb.rt.db.run(lambda s: list(s.scalars(select(Message).order_by(col(Message.id)))))
     for row in rows:

@@ -454,57 +454,44 @@ class DiscordAdapter(discord.Client):
 
     def dispatch(self, event: str, /, *args: Any, **kwargs: Any) -> None:
         """New messages are taken here, as discord.py parses the gateway event, not by
-        an ``on_message`` handler: discord.py starts a task for each handler call (about
-        7 µs a message, a fifth of its own cost per message in
-        ``bench/discord_ingest.py``), and most messages need no task in the core. So
-        this client dispatches no ``message`` event (no ``on_message``, no
-        ``wait_for("message")``); every other event is dispatched as usual."""
+        an ``on_message`` handler: discord.py starts a task for each handler call (4-7 µs
+        a message in ``bench/discord_ingest.py``), and most messages need no task in
+        the core (see :meth:`CommunityCore.accept`). So this client dispatches no
+        ``message`` event (no ``on_message``, no ``wait_for("message")``); every other
+        event is dispatched as usual."""
         if event == "message":
             self._take(args[0])
             return
         super().dispatch(event, *args, **kwargs)
 
     def _take(self, message: discord.Message) -> None:
-        """A live message: fed to the core now; what follows its commit runs as a task."""
-        try:
-            follow_up = self._accept(message)
-        except Exception:  # inside discord.py's parser: log it, never break the gateway
-            logger.exception("taking Discord message %s failed", message.id)
+        """A live message, handed to the core to judge with the others arriving."""
+        if not self._fresh_member_message(message):
             return
-        if follow_up is not None:
-            self._spawn(self._after(message.id, follow_up), name=f"rapport-message-{message.id}")
-
-    def _accept(self, message: discord.Message) -> Coroutine[Any, Any, None] | None:
-        if (
-            message.guild is None
-            or message.type not in CONVERSATION_TYPES
-            or not self._from_member(message.author)
-            or not self._first_time(message.id)
-        ):
-            return None
         try:
             # The core skips unwatched channels and threads itself (and counts them).
-            return self.core.accept(message_event(message, MessageKind.NEW))
-        except BaseException:
+            self.core.accept(message_event(message, MessageKind.NEW))
+        except Exception:  # inside discord.py's parser: log it, never break the gateway
             self._recent.pop(message.id, None)  # not fed after all: a backfill may retry it
-            raise
+            logger.exception("taking Discord message %s failed", message.id)
 
-    async def _after(self, message_id: int, follow_up: Coroutine[Any, Any, None]) -> None:
-        try:
-            await follow_up
-        except Exception:
-            self._recent.pop(message_id, None)  # a backfill may feed it again
-            logger.exception("following up Discord message %s failed", message_id)
+    def _fresh_member_message(self, message: discord.Message) -> bool:
+        return (
+            message.guild is not None
+            and message.type in CONVERSATION_TYPES
+            and self._from_member(message.author)
+            and self._first_time(message.id)
+        )
 
     async def _ingest(self, message: discord.Message) -> None:
-        """A fetched message (backfill): fed to the core, follow-up awaited."""
-        follow_up = self._accept(message)
-        if follow_up is not None:
-            try:
-                await follow_up
-            except BaseException:
-                self._recent.pop(message.id, None)
-                raise
+        """A fetched message (backfill): judged at once, what follows awaited."""
+        if not self._fresh_member_message(message):
+            return
+        try:
+            await self.core.on_message(message_event(message, MessageKind.NEW))
+        except BaseException:
+            self._recent.pop(message.id, None)
+            raise
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message

@@ -96,6 +96,9 @@ class Core:
         self._default_watch = self._competitor_watch(competitors)
         self._watches: dict[tuple[str, str], CompetitorWatch | None] = {}
         self._reviews: set[asyncio.Task[None]] = set()
+        self._arrivals: list[MessageEvent] = []
+        """New messages taken by :meth:`accept`, judged together in the next pass."""
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
 
     async def start(self) -> None:
@@ -124,13 +127,23 @@ class Core:
         await self.flags.resume_drafts()
 
     async def stop(self) -> None:
+        await self.flush()
+        if self._follow_ups:  # flags of the last complaints: give them a moment
+            await asyncio.wait(set(self._follow_ups), timeout=10)
         await self._writer.stop()
         await self.flags.stop()
 
+    async def flush(self) -> None:
+        """Judge what has arrived and wait until it, and every write before it, is
+        committed. Readers of the log call this first."""
+        self._judge_arrivals()
+        await self._writer.flush()
+
     # -- CommunityCore ------------------------------------------------------------------
     async def on_message(self, event: MessageEvent) -> None:
+        self._judge_arrivals()  # whatever arrived before this goes first, in order
         if event.kind is MessageKind.NEW:
-            follow_up = self.accept(event)
+            follow_up = self._take(event)
             if follow_up is not None:
                 await follow_up
             return
@@ -172,25 +185,55 @@ class Core:
             )
         )
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
-        """Take a new message at once, without a task or an await of its own.
+    def accept(self, event: MessageEvent) -> None:
+        """Take a new message without a task or an await of its own.
 
-        It is judged and queued for the batched write now, in arrival order. Returns
-        what must follow its commit (a flag, a second opinion, a flagged thread's
-        escalation) for the caller to await or schedule, or None: for most messages
-        there is nothing more to do.
+        Messages taken this way are judged together, in arrival order, once the event
+        loop is free: judging them back to back keeps the detector's tables in the CPU
+        cache, where one at a time between discord.py's parsing they were not (14 µs a
+        message instead of 8). What follows a commit (a flag, a second opinion, a
+        flagged thread's escalation) runs as the core's own task; :meth:`flush` and
+        :meth:`wait_reviews` wait for them.
         """
+        if not self._arrivals:
+            asyncio.get_running_loop().call_soon(self._judge_arrivals)
+        self._arrivals.append(event)
+
+    def _judge_arrivals(self) -> None:
+        arrivals, self._arrivals = self._arrivals, []
+        for event in arrivals:
+            try:
+                follow_up = self._take(event)
+            except Exception:
+                logger.exception("taking message %s failed", event.message_id)
+                continue
+            if follow_up is not None:
+                task = asyncio.create_task(follow_up, name=f"rapport-follow-up-{event.message_id}")
+                self._follow_ups.add(task)
+                task.add_done_callback(self._follow_up_done)
+
+    def _follow_up_done(self, task: asyncio.Task[None]) -> None:
+        self._follow_ups.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("following up a message failed", exc_info=task.exception())
+
+    def _take(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+        """Judge a new message and queue it for the batched write; returns what must
+        follow its commit, or None (most messages)."""
         if not self._admitted(event):
             return None
         if (event.platform, event.community_id, event.author.id) in self._opted_out:
             self.stats.skipped_opted_out += 1
             return None
         event = _storable(event)
-        verdict = (
-            self._judge.judge(event.text, community_key(event.platform, event.community_id))
-            if event.text
-            else None
-        )
+        verdict: VerdictLike | None = None
+        if event.text:
+            try:
+                verdict = self._judge.judge(
+                    event.text, community_key(event.platform, event.community_id)
+                )
+            except Exception:  # stored unjudged rather than lost
+                logger.exception("judging message %s failed", event.message_id)
         watch = self._watches.get((event.platform, event.community_id), self._default_watch)
         mentions = (
             tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
@@ -280,8 +323,11 @@ class Core:
             logger.exception("second opinion on message %s failed", event.message_id)
 
     async def wait_reviews(self) -> None:
-        while self._reviews:
-            await asyncio.gather(*list(self._reviews), return_exceptions=True)
+        """Wait until what follows taken messages (flags, escalations, second opinions)
+        is done."""
+        self._judge_arrivals()
+        while self._reviews or self._follow_ups:
+            await asyncio.gather(*self._reviews, *self._follow_ups, return_exceptions=True)
 
     async def _flag(self, event: MessageEvent, verdict: VerdictLike) -> None:
         outcome = await self._watch.raise_flag(event, verdict)
@@ -289,6 +335,7 @@ class Core:
             self.stats.flagged += 1
 
     async def on_reaction(self, event: ReactionEvent) -> None:
+        self._judge_arrivals()  # the message reacted to may be among them
         if (event.platform, event.community_id, event.member_id) in self._opted_out:
             return
         await self._writer.submit(
@@ -348,7 +395,7 @@ class Core:
     async def last_message_id(
         self, platform: str, community_id: str, channel_id: str
     ) -> str | None:
-        await self._writer.flush()
+        await self.flush()
         return await self._db.run(
             lambda s: queries.last_message_id(s, platform, community_id, channel_id)
         )
@@ -356,7 +403,7 @@ class Core:
     async def recent_threads(
         self, platform: str, community_id: str, channel_id: str, since: datetime
     ) -> list[tuple[str, datetime]]:
-        await self._writer.flush()
+        await self.flush()
         return await self._db.run(
             lambda s: queries.recent_threads(
                 s, platform, community_id, channel_id, since, RECENT_THREADS
@@ -364,7 +411,7 @@ class Core:
         )
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
-        await self._writer.flush()
+        await self.flush()
         pairs = await self._db.run(lambda s: queries.channels_with_messages(s, platform))
         return [p for p in pairs if (platform, *p) not in self._unwatched]
 
@@ -372,7 +419,7 @@ class Core:
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:
         """A moderator flags a message by hand: a flag, and a "negative" example to learn."""
-        await self._writer.flush()
+        await self.flush()
         msg = await self._db.run(
             lambda s: queries.get_message(s, platform, community_id, channel_id, message_id)
         )
@@ -404,7 +451,7 @@ class Core:
         return outcome
 
     async def status_text(self, platform: str, community_id: str) -> str:
-        await self._writer.flush()
+        await self.flush()
 
         def work(s: Session) -> tuple[int, int, int]:
             msgs = s.execute(
@@ -474,7 +521,7 @@ class Core:
         key = (platform, community_id, member_id)
         if opted_out:
             self._opted_out.add(key)
-        await self._writer.flush()
+        await self.flush()
         now = self._clock.now()
         n = await self._db.run(
             lambda s: queries.set_opt_out(s, platform, community_id, member_id, opted_out, now)

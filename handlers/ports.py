@@ -8,10 +8,9 @@ or a small in-process stand-in.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from handlers.events import Action, ActionResult, MemberJoinEvent, MessageEvent, ReactionEvent
 
@@ -88,10 +87,10 @@ class CommunityCore(Protocol):
 
     async def on_message(self, event: MessageEvent) -> None: ...
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
+    def accept(self, event: MessageEvent) -> None:
         """Take a NEW message without a task or an await of its own (a busy adapter's
-        fast path); returns what must follow its commit, for the caller to await or
-        schedule, or None. ``await on_message(event)`` does the same in one step."""
+        fast path): judged with the others that arrived meanwhile, and followed up by the
+        core. ``await on_message(event)`` judges it at once and awaits what follows."""
         ...
 
     async def on_reaction(self, event: ReactionEvent) -> None: ...

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -32,8 +32,8 @@ from bot.sandbox.discord_emulator import (
     DiscordEmulator,
 )
 from bot.settings import load_settings
+from handlers.core import Core
 from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, ReactionEvent
-from handlers.ingest import IngestWriter
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
 from storage.db import Database
 from storage.models import Message
@@ -66,6 +66,9 @@ class MemoryCore(NullCore):
     communities: dict[str, list[ChannelInfo]] = field(default_factory=dict)
 
     async def on_message(self, event: MessageEvent) -> None:
+        self.accept(event)
+
+    def accept(self, event: MessageEvent) -> None:
         if event.channel_id in self.unwatched and event.kind is not MessageKind.DELETE:
             return  # as the real core: the adapter forwards, the core decides
         key = (event.platform, event.message_id)
@@ -150,16 +153,8 @@ class ObservedCore(DelegatingCore):
         self.messages.append(event)
         self._notify()
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
-        follow_up = self.inner.accept(event)
-        if follow_up is None:
-            self.messages.append(event)
-            self._notify()
-            return None
-        return self._seen_after(event, follow_up)
-
-    async def _seen_after(self, event: MessageEvent, follow_up: Awaitable[None]) -> None:
-        await follow_up
+    def accept(self, event: MessageEvent) -> None:
+        self.inner.accept(event)
         self.messages.append(event)
         self._notify()
 
@@ -199,13 +194,13 @@ class ObservedCore(DelegatingCore):
 class RuntimeStore:
     """:class:`MessageStore` over the real runtime's database.
 
-    The core does not wait for most messages' commits, so reads first wait for the
-    ingest writer, as the core's own readers do.
+    The core does not wait for most messages' commits, so reads first flush it, as the
+    core's own readers do.
     """
 
-    def __init__(self, db: Database, writer: IngestWriter) -> None:
+    def __init__(self, db: Database, core: Core) -> None:
         self._db = db
-        self._writer = writer
+        self._core = core
 
     async def stored_text(self, platform: str, message_id: str) -> str | None:
         def work(s: Session) -> str | None:
@@ -216,7 +211,7 @@ class RuntimeStore:
             ).first()
             return None if row is None else row.text
 
-        await self._writer.flush()
+        await self._core.flush()
         return await self._db.run(work)
 
     async def stored_count(self, platform: str, message_ids: list[str]) -> int:
@@ -232,7 +227,7 @@ class RuntimeStore:
                 ).scalar_one()
             )
 
-        await self._writer.flush()
+        await self._core.flush()
         return await self._db.run(work)
 
 
@@ -266,7 +261,7 @@ async def core_under_test(kind: str, tmp_path: Path) -> AsyncIterator[CoreUnderT
         async def unwatch_real(community_id: str, channel_id: str) -> None:
             await rt.core.set_watched("discord", community_id, channel_id, False)
 
-        yield CoreUnderTest(ObservedCore(rt.core), RuntimeStore(rt.db, rt.writer), unwatch_real, rt)
+        yield CoreUnderTest(ObservedCore(rt.core), RuntimeStore(rt.db, rt.core), unwatch_real, rt)
 
 
 @dataclass

@@ -32,7 +32,7 @@ async def box(tmp_path: Path) -> AsyncIterator[Sandbox]:
 
 
 async def _stored(sb: Sandbox) -> list[Message]:
-    await sb.rt.writer.flush()
+    await sb.rt.core.flush()
     return await sb.rt.db.run(lambda s: list(s.scalars(select(Message))))
 
 

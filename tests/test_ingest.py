@@ -199,30 +199,27 @@ async def test_a_nul_character_does_not_cost_a_message_its_row(db_url: str) -> N
         assert texts == {"n1": "edited\ufffd", "n2": "neighbour"}
 
 
-async def test_accept_takes_a_message_at_once_and_returns_only_what_must_follow(
-    db_url: str,
-) -> None:
-    """The adapters' fast path: nothing to await for chatter; a complaint's flag follows
-    its commit, and its row is queued in arrival order, so a delete handled before the
-    flag still erases it."""
+async def test_accepted_messages_are_judged_together_in_arrival_order(db_url: str) -> None:
+    """The adapters' fast path: accept() returns at once; the messages are judged in
+    one pass when the loop is free, a complaint's flag follows its commit, and anything
+    handled through the core meanwhile (a delete) waits its turn behind them."""
     async with build_runtime(
         _settings(db_url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
     ) as rt:
-        assert rt.core.accept(message("good morning", "m1")) is None
-        follow_up = rt.core.accept(message("my order arrived broken", "m2"))
-        assert follow_up is not None
-        assert (
-            rt.core.accept(replace(message("bot says hi", "m3"), author=Author("b", "bot", True)))
-            is None
-        )
-        await rt.core.on_message(replace(message("", "m2"), kind=MessageKind.DELETE))
-        await follow_up
+        rt.core.accept(message("good morning", "m1"))
+        rt.core.accept(message("my order arrived broken", "m2"))
+        rt.core.accept(replace(message("bot says hi", "m3"), author=Author("b", "bot", True)))
+        rt.core.accept(message("terrible service, I want a refund", "m4", author="u2"))
+        # Nothing judged yet; a delete of m4 comes through on_message before the pass.
+        assert rt.core.stats.messages == 0
+        await rt.core.on_message(replace(message("", "m4"), kind=MessageKind.DELETE))
         await rt.settle()
         rows = {
             m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
         }
-        assert set(rows) == {"m1", "m2"}
-        assert rows["m1"].text == "good morning"
-        assert rows["m2"].text == "" and rows["m2"].deleted_at is not None
-        assert await _count(rt, Flag) == 0  # nothing left to flag
-        assert rt.core.stats.messages == 2
+        assert set(rows) == {"m1", "m2", "m4"}
+        assert rows["m1"].text == "good morning" and rows["m1"].score is not None
+        assert rows["m4"].text == "" and rows["m4"].deleted_at is not None
+        flags = await rt.db.run(lambda s: [f.message_id for f in s.scalars(select(Flag))])
+        assert flags == ["m2"]  # the deleted complaint is not flagged
+        assert rt.core.stats.messages == 3 and rt.core.stats.flagged == 1

@@ -7,9 +7,7 @@ differs.
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from datetime import datetime
-from typing import Any
 
 from handlers.events import MemberJoinEvent, MessageEvent, ReactionEvent
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
@@ -22,8 +20,8 @@ class DelegatingCore:
     async def on_message(self, event: MessageEvent) -> None:
         await self.inner.on_message(event)
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
-        return self.inner.accept(event)
+    def accept(self, event: MessageEvent) -> None:
+        self.inner.accept(event)
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         await self.inner.on_reaction(event)
@@ -71,12 +69,10 @@ class NullCore:
     async def on_message(self, event: MessageEvent) -> None:
         return None
 
-    def accept(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
-        """Nothing to do, unless a stand-in overrides :meth:`on_message`: then that is
-        what follows (the Discord adapter takes new messages here)."""
-        if type(self).on_message is NullCore.on_message:
-            return None
-        return self.on_message(event)
+    def accept(self, event: MessageEvent) -> None:
+        """Nothing (stand-ins that store messages override this and :meth:`on_message`:
+        the Discord adapter takes new messages here)."""
+        return None
 
     async def on_reaction(self, event: ReactionEvent) -> None:
         return None
