@@ -6,13 +6,14 @@ import asyncio
 import random
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import func, select
 
 from bot.app import build_runtime
 from bot.settings import Settings
 from handlers.clock import ManualClock
-from handlers.events import Author, MessageKind
+from handlers.events import Author, MessageEvent, MessageKind, ReactionEvent
 from storage.models import Flag, Member, Message
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
 
@@ -223,3 +224,53 @@ async def test_accepted_messages_are_judged_together_in_arrival_order(db_url: st
         flags = await rt.db.run(lambda s: [f.message_id for f in s.scalars(select(Flag))])
         assert flags == ["m2"]  # the deleted complaint is not flagged
         assert rt.core.stats.messages == 3 and rt.core.stats.flagged == 1
+
+
+async def test_taking_messages_in_passes_ends_as_taking_them_one_by_one(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Random mixes of new messages (taken with accept, judged in passes at whatever
+    point the loop gets to them), edits, deletes and reactions end with the same log as
+    the same events awaited one by one through on_message."""
+    rng = random.Random(20261123)
+    texts = ["hello all", "my order arrived broken", "thanks!", "refund please", "lol"]
+    events: list[tuple[str, MessageEvent | ReactionEvent]] = []
+    for i in range(60):
+        mid = f"m{rng.randrange(15)}"
+        roll = rng.random()
+        if roll < 0.55:
+            event = message(rng.choice(texts), mid, author=f"u{rng.randrange(4)}")
+            events.append(("new", event))
+        elif roll < 0.75:
+            event = replace(message(rng.choice(texts), mid), kind=MessageKind.EDIT)
+            events.append(("edit", replace(event, edited_at=event.created_at + timedelta(i))))
+        elif roll < 0.9:
+            events.append(("delete", replace(message("", mid), kind=MessageKind.DELETE)))
+        else:
+            at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+            reaction = ReactionEvent("discord", "g1", "c1", mid, "u9", "👍", True, at)
+            events.append(("react", reaction))
+        if rng.random() < 0.3:
+            events.append(("yield", message("", "-")))
+
+    async def log(batched: bool, url: str) -> dict[str, tuple[str, bool, object]]:
+        async with build_runtime(
+            _settings(url), clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+        ) as rt:
+            for kind, event in events:
+                if kind == "yield":
+                    if batched:
+                        await asyncio.sleep(0)  # let a pending pass run here
+                elif isinstance(event, ReactionEvent):
+                    await rt.core.on_reaction(event)
+                elif kind == "new" and batched:
+                    rt.core.accept(event)
+                else:
+                    await rt.core.on_message(event)
+            await rt.settle()
+            rows = await rt.db.run(lambda s: list(s.scalars(select(Message))))
+            return {m.message_id: (m.text, m.deleted_at is not None, m.score) for m in rows}
+
+    one_by_one = await log(False, f"sqlite:///{tmp_path}/one_by_one.db")
+    assert await log(True, db_url) == one_by_one
+    assert len(one_by_one) > 5
