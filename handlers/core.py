@@ -147,28 +147,22 @@ class Core:
             if follow_up is not None:
                 await follow_up
             return
-        if not self._admitted(event):
-            return
         if event.kind is MessageKind.DELETE:
-            await self._writer.submit(
-                DeleteRow(
-                    event.platform,
-                    event.community_id,
-                    event.channel_id,
-                    event.message_id,
-                    event.edited_at or event.created_at,
+            if self._admitted(event):  # erasing is honoured even for opted-out members
+                await self._writer.submit(
+                    DeleteRow(
+                        event.platform,
+                        event.community_id,
+                        event.channel_id,
+                        event.message_id,
+                        event.edited_at or event.created_at,
+                    )
                 )
-            )
             return
-        if (event.platform, event.community_id, event.author.id) in self._opted_out:
-            self.stats.skipped_opted_out += 1
+        judged = self._judged(event)
+        if judged is None:
             return
-        event = _storable(event)
-        verdict = (
-            self._judge.judge(event.text, community_key(event.platform, event.community_id))
-            if event.text
-            else None
-        )
+        event, verdict = judged
         await self._writer.submit(
             EditRow(
                 event.platform,
@@ -220,20 +214,10 @@ class Core:
     def _take(self, event: MessageEvent) -> Coroutine[Any, Any, None] | None:
         """Judge a new message and queue it for the batched write; returns what must
         follow its commit, or None (most messages)."""
-        if not self._admitted(event):
+        judged = self._judged(event)
+        if judged is None:
             return None
-        if (event.platform, event.community_id, event.author.id) in self._opted_out:
-            self.stats.skipped_opted_out += 1
-            return None
-        event = _storable(event)
-        verdict: VerdictLike | None = None
-        if event.text:
-            try:
-                verdict = self._judge.judge(
-                    event.text, community_key(event.platform, event.community_id)
-                )
-            except Exception:  # stored unjudged rather than lost
-                logger.exception("judging message %s failed", event.message_id)
+        event, verdict = judged
         watch = self._watches.get((event.platform, event.community_id), self._default_watch)
         mentions = (
             tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
@@ -264,6 +248,24 @@ class Core:
             self._writer.enqueue(row)
             return None
         return self._follow_up(event, verdict, self._writer.submit_nowait(row))
+
+    def _judged(self, event: MessageEvent) -> tuple[MessageEvent, VerdictLike | None] | None:
+        """The storable form of a new or edited message and its verdict; None when it is
+        not to be stored (the bot's own, an unwatched channel, an opted-out member)."""
+        if not self._admitted(event):
+            return None
+        if (event.platform, event.community_id, event.author.id) in self._opted_out:
+            self.stats.skipped_opted_out += 1
+            return None
+        event = _storable(event)
+        if not event.text:
+            return event, None
+        try:
+            key = community_key(event.platform, event.community_id)
+            return event, self._judge.judge(event.text, key)
+        except Exception:  # stored unjudged rather than lost
+            logger.exception("judging message %s failed", event.message_id)
+            return event, None
 
     def _admitted(self, event: MessageEvent) -> bool:
         """Not the bot's own message (a delete is always honoured), nor in an unwatched

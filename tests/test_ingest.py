@@ -274,3 +274,30 @@ async def test_taking_messages_in_passes_ends_as_taking_them_one_by_one(
     one_by_one = await log(False, f"sqlite:///{tmp_path}/one_by_one.db")
     assert await log(True, db_url) == one_by_one
     assert len(one_by_one) > 5
+
+
+class _BrokenJudge(KeywordJudge):
+    """Raises on one text, as a detector with a bug would."""
+
+    def judge(self, text: str, community_id: str | None = None):  # type: ignore[no-untyped-def]
+        if "crash the judge" in text:
+            raise ValueError("detector bug")
+        return super().judge(text, community_id)
+
+
+async def test_a_message_the_judge_fails_on_is_stored_unjudged_not_lost(db_url: str) -> None:
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=_BrokenJudge(), start_workers=False
+    ) as rt:
+        rt.core.accept(message("please crash the judge", "m1"))
+        rt.core.accept(message("my order arrived broken", "m2"))
+        await rt.core.on_message(
+            replace(message("edited: crash the judge", "m2"), kind=MessageKind.EDIT)
+        )
+        await rt.settle()
+        rows = {
+            m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
+        }
+        assert rows["m1"].text == "please crash the judge" and rows["m1"].score is None
+        assert rows["m2"].text == "edited: crash the judge" and rows["m2"].score is None
+        assert rt.core.stats.messages == 2
