@@ -253,6 +253,7 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> list
             )
             for (mid,) in found:
                 seen.add((platform, community_id, channel_id, str(mid)))
+    stamp = _stored_datetime(session)
     fresh: list[NewMessageRow] = []
     values = []
     for r in rows:
@@ -261,7 +262,7 @@ def _insert_messages_sqlite(session: Session, rows: list[NewMessageRow]) -> list
             continue
         seen.add(key)
         fresh.append(r)
-        values.append(_message_values(r, _sqlite_stamp(r.created_at)))
+        values.append(_message_values(r, stamp(r.created_at)))
     if values:
         conn.exec_driver_sql(_SQLITE_INSERT_MESSAGES, values)
     return fresh
@@ -324,10 +325,10 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
                 entry[2] = at
             entry[3] += 1
     ordered = sorted(seen.items())  # a fixed order of row locks between writers
+    stamp = _stored_datetime(session)  # the same column type as last_seen
     if session.get_bind().dialect.name == "postgresql":
         # Arrays, as for messages: a VALUES list of one row per author is a new statement
         # for psycopg to parse in every batch (10 µs a message with many authors).
-        stamp = _stored_datetime(session)  # the same column type as last_seen
         arrays: dict[str, list[Any]] = {c: [] for c in _MEMBER_COLUMNS}
         for (p, c, a), (name, first, last, n) in ordered:
             for column, value in zip(
@@ -339,7 +340,7 @@ def _touch_members(session: Session, rows: Iterable[NewMessageRow]) -> None:
     # SQLite: straight to the driver, as for messages (SQLAlchemy's per-row bind
     # processing cost more than SQLite's own upsert).
     members = [
-        (p, c, a, name, _sqlite_stamp(first), _sqlite_stamp(last), n)
+        (p, c, a, name, stamp(first), stamp(last), n)
         for (p, c, a), (name, first, last, n) in ordered
     ]
     session.connection().exec_driver_sql(_SQLITE_UPSERT_MEMBERS, members)
