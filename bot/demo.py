@@ -286,6 +286,24 @@ async def _scenes(d: Demo) -> None:
         "the deleted message keeps its id and time, its text is erased",
     )
 
+    d.scene(
+        "8. An admin tunes Rapport",
+        "The Discord admin runs /rapport: competitor names to tag, a lower sensitivity for "
+        "a community that wants more flags, then the status. The same commands work in Slack.",
+    )
+
+    async def admin(sub: str, option: str = "", value: str = "") -> str:
+        opts = [{"type": 3, "name": option, "value": value}] if value else None
+        rec = emu.invoke_slash(m["mod"], "rapport", sub=sub, options=opts)
+        answer = await emu.wait_for_interaction_reply(rec)
+        d.c.print(f"  [dim]/rapport {sub} {value}".rstrip() + f" → {escape(answer)}[/]")
+        return answer
+
+    d.check("Globex" in await admin("competitors", "names", "Globex, Initech"), "competitors set")
+    d.check("0.40 or more" in await admin("sensitivity", "value", "0.4"), "sensitivity set")
+    emu.say(m["carol"], general, "tbh Globex's export is nicer, but I'm staying")
+    d.check("Sensitivity 0.40" in await admin("status"), "status shows the new settings")
+
     await sb.rt.settle()
     flags = await sb.rt.db.run(lambda s: list(s.scalars(select(Flag))))
     summary = Table("flag", "platform", "reason", "severity", "state", "first response")

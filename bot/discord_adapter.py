@@ -19,8 +19,7 @@ import asyncio
 import hashlib
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,6 +29,7 @@ import yarl
 from discord import app_commands
 
 from bot.settings import Settings
+from handlers.commands import ADMIN_COMMANDS, AdminCommand, CommandContext
 from handlers.events import (
     Action,
     ActionResult,
@@ -267,38 +267,12 @@ class DiscordActionExecutor:
 
 
 # -- application commands --------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class CommandContext:
-    """Who ran a command, and where; what a subcommand passes to the core."""
+Subcommand = AdminCommand
+"""One ``/rapport <name> [argument]`` (the shared :class:`handlers.commands.AdminCommand`)."""
 
-    platform: str
-    community_id: str
-    channel_id: str
-    actor: str
-
-
-SubcommandRun = Callable[[CommunityCore, CommandContext], Awaitable[str]]
-
-
-@dataclass(frozen=True, slots=True)
-class Subcommand:
-    """One ``/rapport <name>``: a core call whose text answer is shown to the admin only."""
-
-    name: str
-    description: str
-    run: SubcommandRun
-
-
-async def _status(core: CommunityCore, ctx: CommandContext) -> str:
-    return await core.status_text(ctx.platform, ctx.community_id)
-
-
-#: The ``/rapport`` subcommands; add a :class:`Subcommand` here (or pass ``subcommands=``)
-#: to expose another core call. Subcommands with arguments can be added to
-#: ``DiscordAdapter.rapport_group`` as ordinary ``app_commands.Command`` objects.
-DEFAULT_SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand("status", "How Rapport sees this community", _status),
-)
+#: The ``/rapport`` subcommands: the shared admin commands (``handlers.commands``). Pass
+#: ``subcommands=`` with more :class:`Subcommand` entries to expose another core call.
+DEFAULT_SUBCOMMANDS: tuple[Subcommand, ...] = ADMIN_COMMANDS
 
 
 # -- the client ------------------------------------------------------------------------------
@@ -630,25 +604,38 @@ class DiscordAdapter(discord.Client):
             default_permissions=discord.Permissions(manage_guild=True),
         )
         for sub in subcommands:
-            group.add_command(
-                app_commands.Command(
-                    name=sub.name,
-                    description=sub.description,
-                    callback=self._subcommand_callback(sub),
-                )
-            )
+            group.add_command(self._subcommand(sub))
         return group
 
-    def _subcommand_callback(
-        self, sub: Subcommand
-    ) -> Callable[[discord.Interaction], Coroutine[Any, Any, None]]:
-        async def callback(interaction: discord.Interaction) -> None:
-            await self._run_subcommand(interaction, sub)
+    def _subcommand(self, sub: Subcommand) -> app_commands.Command[Any, ..., None]:
+        """An application command for ``sub``; its argument, if any, is one optional
+        string option named after it."""
+        if sub.argument:
 
+            async def with_value(
+                interaction: discord.Interaction, value: str | None = None
+            ) -> None:
+                await self._run_subcommand(interaction, sub, value or "")
+
+            callback: Callable[..., Coroutine[Any, Any, None]] = with_value
+        else:
+
+            async def plain(interaction: discord.Interaction) -> None:
+                await self._run_subcommand(interaction, sub, "")
+
+            callback = plain
         callback.__name__ = f"rapport_{sub.name}"
-        return callback
+        command: app_commands.Command[Any, ..., None] = app_commands.Command(
+            name=sub.name, description=sub.description, callback=callback
+        )
+        if sub.argument:
+            app_commands.describe(value=sub.argument_help or sub.argument)(command)
+            app_commands.rename(value=sub.argument)(command)
+        return command
 
-    async def _run_subcommand(self, interaction: discord.Interaction, sub: Subcommand) -> None:
+    async def _run_subcommand(
+        self, interaction: discord.Interaction, sub: Subcommand, args: str
+    ) -> None:
         # Discord hides the command from non-admins (default_member_permissions), but
         # overwrites can re-open it: the permission is checked here again.
         if not interaction.permissions.manage_guild:
@@ -662,6 +649,7 @@ class DiscordAdapter(discord.Client):
             community_id=str(interaction.guild_id or ""),
             channel_id=channel_and_thread(interaction.channel)[0],
             actor=str(interaction.user.id),
+            args=args.strip(),
         )
         text = await sub.run(self.core, ctx)
         await self._followup(interaction, text)

@@ -56,6 +56,7 @@ from bot.slack_cards import (
     render_notice,
     render_reminder,
 )
+from handlers.commands import ADMIN_COMMANDS, AdminCommand, CommandContext
 from handlers.events import (
     Action,
     ActionResult,
@@ -181,6 +182,8 @@ class SlashSubcommand:
     name: str
     help: str
     handler: SlashHandler
+    usage: str = ""
+    """How to call it, e.g. ``sensitivity [value]`` (default: the name)."""
 
 
 class SlashCommands:
@@ -189,11 +192,11 @@ class SlashCommands:
     def __init__(self) -> None:
         self._commands: dict[str, SlashSubcommand] = {}
 
-    def register(self, name: str, help_text: str, handler: SlashHandler) -> None:
+    def register(self, name: str, help_text: str, handler: SlashHandler, usage: str = "") -> None:
         key = name.lower()
         if key in self._commands or key == "help":
             raise ValueError(f"/rapport {name} is already registered")
-        self._commands[key] = SlashSubcommand(key, help_text, handler)
+        self._commands[key] = SlashSubcommand(key, help_text, handler, usage or key)
 
     def get(self, name: str) -> SlashSubcommand | None:
         return self._commands.get(name.lower())
@@ -206,7 +209,9 @@ class SlashCommands:
         if unknown:
             lines.append(f"Unknown subcommand `{escape_slack(unknown)}`.")
         lines.append("Usage: `/rapport <subcommand>`")
-        lines += [f"• `{c.name}` — {escape_slack(c.help)}" for c in self._commands.values()]
+        lines += [
+            f"• `{escape_slack(c.usage)}` — {escape_slack(c.help)}" for c in self._commands.values()
+        ]
         lines.append("• `help` — this list")
         return "\n".join(lines)
 
@@ -351,7 +356,10 @@ class SlackAdapter:
         )
         self.executor = SlackExecutor(self.client, workflow, flags_channel)
         self.commands = SlashCommands()
-        self.commands.register("status", "how Rapport sees this workspace", self._cmd_status)
+        for command in ADMIN_COMMANDS:
+            self.commands.register(
+                command.name, command.description, self._admin_handler(command), command.usage
+            )
         self._seen_events: _Lru[str, bool] = _Lru(dedupe_size)
         self._user_names: _Lru[str, str] = _Lru(cache_size)
         self._channel_names: _Lru[str, str] = _Lru(cache_size)
@@ -852,8 +860,21 @@ class SlackAdapter:
         text = await sub.handler(request)
         await self._reply_ephemeral(respond, request.channel_id, request.user_id, text)
 
-    async def _cmd_status(self, request: SlashRequest) -> str:
-        return render_notice(await self.core.status_text(PLATFORM, request.community_id))
+    def _admin_handler(self, command: AdminCommand) -> SlashHandler:
+        """Run a shared admin command; only SLACK_MANAGERS may change settings."""
+
+        async def handler(request: SlashRequest) -> str:
+            ctx = CommandContext(
+                platform=PLATFORM,
+                community_id=request.community_id,
+                channel_id=request.channel_id,
+                actor=request.user_id,
+                args=request.args,
+                may_change=self.workflow.is_manager(request.user_id),
+            )
+            return render_notice(await command.run(self.core, ctx))
+
+        return handler
 
 
 def edit_modal(flag_id: int, draft: str) -> JSON:

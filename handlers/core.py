@@ -25,7 +25,7 @@ from handlers.events import MemberJoinEvent, MessageEvent, MessageKind, Reaction
 from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
 from handlers.judging import Judge, SecondOpinion, VerdictLike, community_key
-from handlers.ports import ChannelInfo, FlagCardView, FlagOutcome
+from handlers.ports import ChannelInfo, CommunitySettings, FlagCardView, FlagOutcome
 from handlers.watch import FlagWatch
 from storage import queries
 from storage.db import Database
@@ -95,6 +95,7 @@ class Core:
         self._valence = load_vader_lexicon()
         self._default_watch = self._competitor_watch(competitors)
         self._watches: dict[tuple[str, str], CompetitorWatch | None] = {}
+        """Communities whose admin set their own list (an empty one included)."""
         self._reviews: set[asyncio.Task[None]] = set()
         self._arrivals: list[MessageEvent] = []
         """New messages taken by :meth:`accept`, judged together in the next pass."""
@@ -120,8 +121,8 @@ class Core:
             self._judge.learn(key, text, is_negative)
         if feedback:
             logger.info("replayed %d feedback example(s) into the detector", len(feedback))
-        for platform, community_id, names in await self._db.run(queries.community_competitors):
-            self._watches[(platform, community_id)] = self._competitor_watch(names)
+        for platform, community_id, settings in await self._db.run(queries.community_settings):
+            self._apply_settings(platform, community_id, settings)
         self._writer.start()
         self._watch.restore(await self.flags.open_flags())
         await self.flags.resume_drafts()
@@ -484,6 +485,14 @@ class Core:
             f"Rapport is listening: {msgs} messages logged from {members} members; "
             f"{open_flags} open flag(s); watching {watching}."
         )
+        settings = await self.community_settings(platform, community_id)
+        text += f" Sensitivity {settings.sensitivity:.2f}"
+        if settings.sensitivity == settings.default_sensitivity:
+            text += " (the default)."
+        else:
+            text += f" (default {settings.default_sensitivity:.2f})."
+        if settings.competitors:
+            text += f" Competitors tagged: {', '.join(sorted(settings.competitors))}."
         if self._second is not None and self.stats.messages:
             share = self.stats.reviewed / self.stats.messages
             text += f" LLM judge: {share:.1%} of messages since start were borderline and reviewed."
@@ -507,14 +516,68 @@ class Core:
         watch = CompetitorWatch(names, self._valence)
         return watch if watch.names else None
 
-    async def set_competitors(self, platform: str, community_id: str, names: Sequence[str]) -> None:
-        """An admin sets the competitor names tagged in this community's messages."""
-        cleaned = [n.strip() for n in names if n.strip()]
+    def _apply_settings(
+        self, platform: str, community_id: str, settings: dict[str, object]
+    ) -> None:
+        """Put a community's stored admin settings into effect; a malformed value is
+        logged and ignored (the default applies) rather than stopping the start."""
+        names = settings.get("competitors")
+        if isinstance(names, list):
+            cleaned = [str(n) for n in names]
+            self._watches[(platform, community_id)] = self._competitor_watch(cleaned)
+        threshold = settings.get("sensitivity")
+        if threshold is None:
+            return
+        key = community_key(platform, community_id)
+        if isinstance(threshold, int | float) and 0.0 < threshold < 1.0:
+            self._judge.set_sensitivity(key, float(threshold))
+        else:
+            logger.warning("ignoring stored sensitivity %r of %s", threshold, key)
+
+    async def community_settings(self, platform: str, community_id: str) -> CommunitySettings:
+        watch = self._watches.get((platform, community_id), self._default_watch)
+        return CommunitySettings(
+            sensitivity=self._judge.threshold_for(community_key(platform, community_id)),
+            default_sensitivity=self._judge.threshold_for(None),
+            competitors=tuple(watch.names) if watch is not None else (),
+            competitors_are_default=(platform, community_id) not in self._watches,
+        )
+
+    async def set_sensitivity(
+        self, platform: str, community_id: str, threshold: float | None
+    ) -> None:
+        """An admin sets the score from which this community's messages are flagged;
+        stored, and in effect from the next message (``None``: the default)."""
+        if threshold is not None and not 0.0 < threshold < 1.0:
+            raise ValueError(f"sensitivity must be between 0 and 1, got {threshold}")
         now = self._clock.now()
         await self._db.run(
-            lambda s: queries.set_community_competitors(s, platform, community_id, cleaned, now)
+            lambda s: queries.set_community_setting(
+                s, platform, community_id, "sensitivity", threshold, now
+            )
         )
-        self._watches[(platform, community_id)] = self._competitor_watch(cleaned)
+        await self.flush()  # messages that arrived before the change are judged as before
+        self._judge.set_sensitivity(community_key(platform, community_id), threshold)
+
+    async def set_competitors(
+        self, platform: str, community_id: str, names: Sequence[str] | None
+    ) -> None:
+        """An admin sets the competitor names tagged in this community's messages
+        (``None``: the deployment's default list, ``RAPPORT_COMPETITORS``)."""
+        cleaned = (
+            None if names is None else list(dict.fromkeys(n.strip() for n in names if n.strip()))
+        )
+        now = self._clock.now()
+        await self._db.run(
+            lambda s: queries.set_community_setting(
+                s, platform, community_id, "competitors", cleaned, now
+            )
+        )
+        await self.flush()
+        if cleaned is None:
+            self._watches.pop((platform, community_id), None)
+        else:
+            self._watches[(platform, community_id)] = self._competitor_watch(cleaned)
 
     async def set_opt_out(
         self, platform: str, community_id: str, member_id: str, opted_out: bool

@@ -32,6 +32,14 @@ class Judge(Protocol):
 
     def learn(self, community_id: str, text: str, is_negative: bool) -> None: ...
 
+    def threshold_for(self, community_id: str | None) -> float:
+        """The score from which this community's messages are flagged."""
+        ...
+
+    def set_sensitivity(self, community_id: str, threshold: float | None) -> None:
+        """An admin's threshold for one community; ``None``: back to the default."""
+        ...
+
 
 class SecondOpinion(Protocol):
     """Reviews borderline verdicts (an LLM judge); decides off the ingestion path."""

@@ -8,6 +8,7 @@ or a small in-process stand-in.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -82,6 +83,18 @@ class FlagOutcome:
     flag_id: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CommunitySettings:
+    """What an admin has set for one community (``/rapport sensitivity``, ``competitors``)."""
+
+    sensitivity: float
+    """Messages scoring at least this are flagged (lower = more flags)."""
+    default_sensitivity: float
+    competitors: tuple[str, ...] = ()
+    competitors_are_default: bool = True
+    """True while the community uses the deployment's list (``RAPPORT_COMPETITORS``)."""
+
+
 class CommunityCore(Protocol):
     """What adapters call when something happens in a community."""
 
@@ -123,6 +136,20 @@ class CommunityCore(Protocol):
     ) -> FlagOutcome: ...
 
     async def status_text(self, platform: str, community_id: str) -> str: ...
+
+    async def community_settings(self, platform: str, community_id: str) -> CommunitySettings: ...
+
+    async def set_sensitivity(
+        self, platform: str, community_id: str, threshold: float | None
+    ) -> None:
+        """Flag this community's messages scoring ``>= threshold``; None: the default."""
+        ...
+
+    async def set_competitors(
+        self, platform: str, community_id: str, names: Sequence[str] | None
+    ) -> None:
+        """Tag these competitor names here; None: the deployment's default list."""
+        ...
 
 
 class FlagWorkflow(Protocol):

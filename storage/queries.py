@@ -663,21 +663,27 @@ def upsert_community(
     return got
 
 
-def community_competitors(session: Session) -> list[tuple[str, str, list[str]]]:
-    """Communities whose admin set a competitor list: (platform, community, names)."""
-    out: list[tuple[str, str, list[str]]] = []
-    for c in session.scalars(select(Community)):
-        names = c.settings.get("competitors")
-        if isinstance(names, list):
-            out.append((c.platform, c.external_id, [str(n) for n in names]))
-    return out
+def community_settings(session: Session) -> list[tuple[str, str, dict[str, object]]]:
+    """Communities an admin configured: ``(platform, community, settings)``.
+
+    Keys: ``competitors`` (list of names), ``sensitivity`` (float threshold).
+    """
+    return [
+        (c.platform, c.external_id, dict(c.settings))
+        for c in session.scalars(select(Community))
+        if c.settings
+    ]
 
 
-def set_community_competitors(
-    session: Session, platform: str, community_id: str, names: list[str], now: datetime
+def set_community_setting(
+    session: Session, platform: str, community_id: str, key: str, value: object, now: datetime
 ) -> None:
+    """Set one admin setting of a community; ``None`` removes it (back to the default)."""
     community = upsert_community(session, platform, community_id, "", now)
-    community.settings = {**community.settings, "competitors": names}
+    settings = {k: v for k, v in community.settings.items() if k != key}
+    if value is not None:
+        settings[key] = value
+    community.settings = settings  # a new dict: the JSON column sees the change
     session.add(community)
 
 

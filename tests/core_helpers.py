@@ -31,18 +31,29 @@ class KeywordJudge:
     keywords: tuple[str, ...] = ("refund", "broken", "terrible")
     high: tuple[str, ...] = ("lawsuit",)
     learned: dict[tuple[str, str], bool] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
 
     def judge(self, text: str, community_id: str | None = None) -> Verdict:
         low = text.lower()
+        threshold = self.threshold_for(community_id)
         if community_id is not None and (community_id, low) in self.learned:
             neg = self.learned[(community_id, low)]
             return Verdict(0.9 if neg else 0.1, neg, "other", "medium", "learned")
         if any(k in low for k in self.high):
-            return Verdict(0.95, True, "safety", "high", "legal threat")
+            return Verdict(0.95, threshold <= 0.95, "safety", "high", "legal threat")
         hit = next((k for k in self.keywords if k in low), None)
         if hit:
-            return Verdict(0.8, True, "billing_refund", "medium", hit)
-        return Verdict(0.1, False, "other", "low", "")
+            return Verdict(0.8, threshold <= 0.8, "billing_refund", "medium", hit)
+        return Verdict(0.1, threshold <= 0.1, "other", "low", "")
+
+    def threshold_for(self, community_id: str | None) -> float:
+        return self.thresholds.get(community_id or "", 0.5)
+
+    def set_sensitivity(self, community_id: str, threshold: float | None) -> None:
+        if threshold is None:
+            self.thresholds.pop(community_id, None)
+        else:
+            self.thresholds[community_id] = threshold
 
     def learn(self, community_id: str, text: str, is_negative: bool) -> None:
         self.learned[(community_id, text.lower())] = is_negative

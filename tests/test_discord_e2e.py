@@ -133,3 +133,42 @@ async def test_from_settings_points_the_client_at_the_configured_discord(tmp_pat
             await core.wait_until(lambda: str(mid) in core.new_count())
             await adapter.close()
             await runner
+
+
+async def test_admin_sets_sensitivity_and_competitors_with_slash_commands(
+    stack: Stack,
+) -> None:
+    """``/rapport sensitivity`` and ``/rapport competitors`` through the real discord.py
+    client: one optional string option each, stored, and in effect for the next message."""
+    emu, c, core, rt = stack
+    rapport = {cmd["name"]: cmd for cmd in emu.commands[c.guild_id]}["rapport"]
+    options = {o["name"]: o.get("options", []) for o in rapport["options"]}
+    assert [(o["name"], o["type"], o.get("required", False)) for o in options["sensitivity"]] == [
+        ("value", 3, False)
+    ]
+    assert [o["name"] for o in options["competitors"]] == ["names"]
+    assert options["status"] == []
+
+    async def run(sub: str, value: str | None = None, member: int = c.mod) -> str:
+        opts = [{"type": 3, "name": options[sub][0]["name"], "value": value}] if value else None
+        rec = emu.invoke_slash(member, "rapport", sub=sub, options=opts)
+        return await emu.wait_for_interaction_reply(rec)
+
+    assert "Manage Server" in await run("sensitivity", "0.1", member=c.alice)
+    assert "not changed" in await run("sensitivity", "very")
+    answer = await run("sensitivity", "90%")
+    assert "0.90 or more" in answer
+    quiet = emu.say(c.alice, c.general, "I want a refund")  # the keyword judge scores 0.8
+    await core.wait_until(lambda: str(quiet) in core.new_count())
+    await rt.settle()
+    flagged = await rt.db.run(lambda s: list(s.exec(select(Flag))))
+    assert flagged == []
+
+    assert "Globex" in await run("competitors", "Globex")
+    status = await run("status")
+    assert "Sensitivity 0.90 (default 0.50)" in status and "Competitors tagged: Globex" in status
+
+    assert "the default" in await run("sensitivity", "default")
+    loud = emu.say(c.alice, c.general, "still no refund")
+    await core.wait_until(lambda: str(loud) in core.new_count())
+    assert (await _flag_for(rt, str(loud))).id is not None

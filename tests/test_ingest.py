@@ -8,6 +8,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.app import build_runtime
@@ -159,6 +160,44 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
             ]
         )
         assert rows == ["Umbrella"]
+
+
+async def test_admin_settings_survive_a_restart_and_a_bad_stored_value_is_ignored(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from storage import queries
+
+    settings = _settings(db_url)
+    async with build_runtime(
+        settings, clock=ManualClock(), judge=KeywordJudge(), start_workers=False
+    ) as rt:
+        await rt.core.set_sensitivity("discord", "g1", 0.9)
+        await rt.core.set_competitors("discord", "g1", [" Globex ", "Globex", ""])
+        await rt.core.set_sensitivity("discord", "g2", 0.3)
+        await rt.core.set_sensitivity("discord", "g2", None)  # back to the default
+        now = datetime(2026, 1, 5, tzinfo=UTC)
+        await rt.db.run(  # written by hand or an older version: not a number
+            lambda s: queries.set_community_setting(s, "discord", "g3", "sensitivity", "x", now)
+        )
+    judge = KeywordJudge()
+    async with build_runtime(settings, clock=ManualClock(), judge=judge, start_workers=False) as rt:
+        g1 = await rt.core.community_settings("discord", "g1")
+        assert (g1.sensitivity, g1.competitors, g1.competitors_are_default) == (
+            0.9,
+            ("Globex",),
+            False,
+        )
+        assert (await rt.core.community_settings("discord", "g2")).sensitivity == 0.5
+        assert (await rt.core.community_settings("discord", "g3")).sensitivity == 0.5
+        assert "ignoring stored sensitivity 'x'" in caplog.text
+        await rt.core.on_message(message("I want a refund", "m1", community="g1"))
+        await rt.core.on_message(message("I want a refund", "m2", community="g2"))
+        await rt.settle()
+        flagged = await rt.db.run(lambda s: [f.message_id for f in s.scalars(select(Flag))])
+        assert flagged == ["m2"]
+    with pytest.raises(ValueError):
+        async with build_runtime(settings, judge=KeywordJudge(), start_workers=False) as rt:
+            await rt.core.set_sensitivity("discord", "g1", 1.5)
 
 
 async def test_recent_threads_lists_active_threads_newest_first(db_url: str) -> None:

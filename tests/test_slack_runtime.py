@@ -156,3 +156,44 @@ async def test_thread_replies_missed_while_away_are_backfilled_once(stack: Slack
         new_parent["ts"]: None,
         new_reply["ts"]: new_parent["ts"],
     }
+
+
+async def test_admin_sets_sensitivity_and_competitors_with_slash_commands(
+    stack: SlackStack,
+) -> None:
+    """The shared admin commands on Slack: managers change settings, others only look,
+    a bad value changes nothing, and the new threshold decides the next message."""
+    emu = stack.emu
+    assert stack.runtime is not None
+    core = stack.runtime.core
+
+    async def run(text: str, user: str = MANAGER) -> str:
+        before = len(emu.responses)
+        await emu.slash_command(text, user, GENERAL)
+        await emu.wait_for(lambda: len(emu.responses) == before + 1, timeout=10)
+        return str(emu.responses[-1]["text"])
+
+    listed = await emu.slash_command("help", OUTSIDER, GENERAL)  # answered in the ack
+    assert "`sensitivity [value]`" in listed.body and "`competitors [names]`" in listed.body
+    assert "0.50 or more" in await run("sensitivity") and "the default" in await run("sensitivity")
+    refused = await run("sensitivity 0.9", user=OUTSIDER)
+    assert "Only admins" in refused
+    assert "not changed" in await run("sensitivity loud")
+    assert "outside" in await run("sensitivity 1.5")
+    assert (await core.community_settings("slack", emu.team_id)).sensitivity == 0.5
+
+    answer = await run("sensitivity 0.9")
+    assert "0.90 or more" in answer and "the default is 0.50" in answer
+    observed = stack.extras["observed"]
+    await emu.say(GENERAL, MEMBER, "I want a refund")  # the keyword judge scores 0.8
+    await observed.wait_for(lambda: len(observed.messages) == 1)
+    await stack.runtime.settle()
+    assert top_level(stack) == []
+
+    assert "Competitors tagged: Globex, Initech" in await run("competitors Initech, Globex")
+    assert "this community's list" in await run("competitors")
+    assert "No competitor names" in await run("competitors none")
+
+    assert "the default" in await run("sensitivity default")
+    await emu.say(GENERAL, MEMBER, "still waiting for that refund")
+    await emu.wait_for(lambda: len(top_level(stack)) == 1, timeout=10)

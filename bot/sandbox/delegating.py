@@ -7,10 +7,11 @@ differs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from handlers.events import MemberJoinEvent, MessageEvent, ReactionEvent
-from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome
+from handlers.ports import ChannelInfo, CommunityCore, CommunitySettings, FlagOutcome
 
 
 class DelegatingCore:
@@ -57,6 +58,19 @@ class DelegatingCore:
 
     async def status_text(self, platform: str, community_id: str) -> str:
         return await self.inner.status_text(platform, community_id)
+
+    async def community_settings(self, platform: str, community_id: str) -> CommunitySettings:
+        return await self.inner.community_settings(platform, community_id)
+
+    async def set_sensitivity(
+        self, platform: str, community_id: str, threshold: float | None
+    ) -> None:
+        await self.inner.set_sensitivity(platform, community_id, threshold)
+
+    async def set_competitors(
+        self, platform: str, community_id: str, names: Sequence[str] | None
+    ) -> None:
+        await self.inner.set_competitors(platform, community_id, names)
 
 
 class NullCore:
@@ -108,3 +122,16 @@ class NullCore:
 
     async def status_text(self, platform: str, community_id: str) -> str:
         return ""
+
+    async def community_settings(self, platform: str, community_id: str) -> CommunitySettings:
+        return CommunitySettings(sensitivity=0.5, default_sensitivity=0.5)
+
+    async def set_sensitivity(
+        self, platform: str, community_id: str, threshold: float | None
+    ) -> None:
+        return None
+
+    async def set_competitors(
+        self, platform: str, community_id: str, names: Sequence[str] | None
+    ) -> None:
+        return None

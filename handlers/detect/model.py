@@ -215,8 +215,12 @@ class Detector:
             return self._default_threshold
         return self._thresholds.get(community_id, self._default_threshold)
 
-    def set_sensitivity(self, community_id: str, threshold: float) -> None:
-        """Flag a community's messages at ``score >= threshold`` (lower = more flags)."""
+    def set_sensitivity(self, community_id: str, threshold: float | None) -> None:
+        """Flag a community's messages at ``score >= threshold`` (lower = more flags);
+        ``None`` returns the community to the default threshold."""
+        if threshold is None:
+            self._thresholds.pop(community_id, None)
+            return
         if not 0.0 < threshold < 1.0:
             raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
         self._thresholds[community_id] = threshold
