@@ -45,6 +45,32 @@ def _storable(event: MessageEvent) -> MessageEvent:
     return event
 
 
+def _new_row(
+    event: MessageEvent,
+    verdict: VerdictLike | None,
+    mentions: tuple[tuple[str, str, float], ...],
+) -> NewMessageRow:
+    """The row a new message is stored as; reason and severity only for a complaint."""
+    negative = verdict is not None and verdict.is_negative
+    return NewMessageRow(
+        platform=event.platform,
+        community_id=event.community_id,
+        channel_id=event.channel_id,
+        message_id=event.message_id,
+        thread_id=event.thread_id,
+        reply_to=event.reply_to,
+        author_id=event.author.id,
+        author_name=event.author.name,
+        text=event.text,
+        created_at=event.created_at,
+        score=verdict.score if verdict is not None else None,
+        reason=verdict.reason if verdict is not None and negative else None,
+        severity=verdict.severity if verdict is not None and negative else None,
+        permalink=event.permalink,
+        mentions=mentions,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ManualVerdict:
     """A manager's hand-raised flag: negative by definition."""
@@ -219,36 +245,27 @@ class Core:
         if judged is None:
             return None
         event, verdict = judged
-        watch = self._watches.get((event.platform, event.community_id), self._default_watch)
-        mentions = (
-            tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
-            if watch is not None and event.text
-            else ()
-        )
-        row = NewMessageRow(
-            platform=event.platform,
-            community_id=event.community_id,
-            channel_id=event.channel_id,
-            message_id=event.message_id,
-            thread_id=event.thread_id,
-            reply_to=event.reply_to,
-            author_id=event.author.id,
-            author_name=event.author.name,
-            text=event.text,
-            created_at=event.created_at,
-            score=verdict.score if verdict else None,
-            reason=verdict.reason if verdict and verdict.is_negative else None,
-            severity=verdict.severity if verdict and verdict.is_negative else None,
-            permalink=event.permalink,
-            mentions=mentions,
-        )
-        if not self._follows_up(event, verdict):
-            # Most messages: stored and judged, nothing else to do. Not waiting for
-            # the commit spares a future and a wake-up per message; the write is in
-            # the same batch either way, and a flush waits for it.
-            self._writer.enqueue(row)
+        try:
+            watch = self._watches.get((event.platform, event.community_id), self._default_watch)
+            mentions = (
+                tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
+                if watch is not None and event.text
+                else ()
+            )
+            row = _new_row(event, verdict, mentions)
+            if not self._follows_up(event, verdict):
+                # Most messages: stored and judged, nothing else to do. Not waiting for
+                # the commit spares a future and a wake-up per message; the write is in
+                # the same batch either way, and a flush waits for it.
+                self._writer.enqueue(row)
+                return None
+            return self._follow_up(event, verdict, self._writer.submit_nowait(row))
+        except Exception:  # a junk verdict or a failed mention search: store it plainly
+            logger.exception(
+                "message %s stored unjudged: using its verdict failed", event.message_id
+            )
+            self._writer.enqueue(_new_row(event, None, ()))
             return None
-        return self._follow_up(event, verdict, self._writer.submit_nowait(row))
 
     def _judged(self, event: MessageEvent) -> tuple[MessageEvent, VerdictLike | None] | None:
         """The storable form of a new or edited message and its verdict; None when it is

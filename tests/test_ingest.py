@@ -324,6 +324,33 @@ class _BrokenJudge(KeywordJudge):
         return super().judge(text, community_id)
 
 
+class _JunkJudge(KeywordJudge):
+    """Returns something that is not a verdict for one text, as a broken plug-in would."""
+
+    def judge(self, text: str, community_id: str | None = None):  # type: ignore[no-untyped-def]
+        if "junk verdict" in text:
+            return object()
+        return super().judge(text, community_id)
+
+
+async def test_a_junk_verdict_leaves_the_message_stored_unjudged(db_url: str) -> None:
+    async with build_runtime(
+        _settings(db_url), clock=ManualClock(), judge=_JunkJudge(), start_workers=False
+    ) as rt:
+        rt.core.accept(message("a junk verdict in a pass", "m1"))
+        rt.core.accept(message("my refund never came", "m2"))  # the pass goes on
+        await rt.core.on_message(message("a junk verdict, awaited", "m3"))
+        await rt.settle()
+        rows = {
+            m.message_id: m for m in await rt.db.run(lambda s: s.scalars(select(Message)).all())
+        }
+        assert sorted(rows) == ["m1", "m2", "m3"]
+        assert rows["m1"].score is None and rows["m3"].score is None
+        assert rows["m2"].score == 0.8
+        flagged = await rt.db.run(lambda s: [f.message_id for f in s.scalars(select(Flag))])
+        assert flagged == ["m2"]
+
+
 async def test_a_message_the_judge_fails_on_is_stored_unjudged_not_lost(db_url: str) -> None:
     async with build_runtime(
         _settings(db_url), clock=ManualClock(), judge=_BrokenJudge(), start_workers=False
