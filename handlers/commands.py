@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from handlers.ports import CommunityCore
 
@@ -20,6 +21,8 @@ MAX_COMPETITOR_NAME = 100
 """Longest competitor name (the stored tag's column width)."""
 
 _RESET_WORDS = frozenset({"default", "reset"})
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,18 +79,41 @@ def parse_sensitivity(text: str) -> float | None:
     return value
 
 
+async def _change(
+    ctx: CommandContext,
+    parse: Callable[[str], T],
+    apply: Callable[[T], Awaitable[None]],
+    what: str,
+    hint: str = "",
+) -> str | None:
+    """Apply the command's argument, if any: None when done (or nothing to change),
+    else the one line that says why nothing changed."""
+    if not ctx.args.strip():
+        return None
+    if not ctx.may_change:
+        return _REFUSED
+    try:
+        value = parse(ctx.args)
+    except ValueError as exc:
+        return f"{what} not changed: {exc}.{hint}"
+    await apply(value)
+    return None
+
+
 async def _sensitivity(core: CommunityCore, ctx: CommandContext) -> str:
-    if ctx.args.strip():
-        if not ctx.may_change:
-            return _REFUSED
-        try:
-            threshold = parse_sensitivity(ctx.args)
-        except ValueError as exc:
-            return (
-                f"Sensitivity not changed: {exc}. Give a score between {MIN_SENSITIVITY} and "
-                f"{MAX_SENSITIVITY} (lower flags more messages), or `default`."
-            )
+    async def apply(threshold: float | None) -> None:
         await core.set_sensitivity(ctx.platform, ctx.community_id, threshold)
+
+    refused = await _change(
+        ctx,
+        parse_sensitivity,
+        apply,
+        "Sensitivity",
+        f" Give a score between {MIN_SENSITIVITY} and {MAX_SENSITIVITY} "
+        "(lower flags more messages), or `default`.",
+    )
+    if refused is not None:
+        return refused
     settings = await core.community_settings(ctx.platform, ctx.community_id)
     which = (
         "the default"
@@ -118,14 +144,12 @@ def parse_competitors(text: str) -> list[str] | None:
 
 
 async def _competitors(core: CommunityCore, ctx: CommandContext) -> str:
-    if ctx.args.strip():
-        if not ctx.may_change:
-            return _REFUSED
-        try:
-            names = parse_competitors(ctx.args)
-        except ValueError as exc:
-            return f"Competitors not changed: {exc}."
+    async def apply(names: list[str] | None) -> None:
         await core.set_competitors(ctx.platform, ctx.community_id, names)
+
+    refused = await _change(ctx, parse_competitors, apply, "Competitors")
+    if refused is not None:
+        return refused
     settings = await core.community_settings(ctx.platform, ctx.community_id)
     source = (
         "the deployment's default list"
