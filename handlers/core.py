@@ -29,7 +29,7 @@ from handlers.ports import ChannelInfo, CommunitySettings, FlagCardView, FlagOut
 from handlers.watch import FlagWatch
 from storage import queries
 from storage.db import Database
-from storage.models import Flag, Member, Message
+from storage.models import Feedback, Flag, Member, Message
 from storage.queries import DeleteRow, EditRow, IngestOp, NewMessageRow, ReactionRow
 
 logger = logging.getLogger(__name__)
@@ -473,7 +473,7 @@ class Core:
     async def status_text(self, platform: str, community_id: str) -> str:
         await self.flush()
 
-        def work(s: Session) -> tuple[int, int, int]:
+        def work(s: Session) -> tuple[int, int, int, dict[bool, int]]:
             msgs = s.execute(
                 select(func.count())
                 .select_from(Message)
@@ -493,9 +493,16 @@ class Core:
                 .select_from(Member)
                 .where(col(Member.platform) == platform, col(Member.community_id) == community_id)
             ).scalar_one()
-            return int(msgs), int(open_flags), int(members)
+            decisions = s.execute(
+                select(col(Feedback.is_negative), func.count())
+                .where(
+                    col(Feedback.platform) == platform, col(Feedback.community_id) == community_id
+                )
+                .group_by(col(Feedback.is_negative))
+            ).all()
+            return int(msgs), int(open_flags), int(members), {bool(k): int(n) for k, n in decisions}
 
-        msgs, open_flags, members = await self._db.run(work)
+        msgs, open_flags, members, decisions = await self._db.run(work)
         unwatched = sum(1 for p, c, _ in self._unwatched if p == platform and c == community_id)
         watching = "all readable channels" if not unwatched else f"all but {unwatched} channel(s)"
         text = (
@@ -510,6 +517,12 @@ class Core:
             text += f" (default {settings.default_sensitivity:.2f})."
         if settings.competitors:
             text += f" Competitors tagged: {', '.join(sorted(settings.competitors))}."
+        if decisions:
+            n = sum(decisions.values())
+            text += (
+                f" The detector has learned from {n} manager decision{'s' if n != 1 else ''} "
+                f"here ({decisions.get(False, 0)} not negative, {decisions.get(True, 0)} negative)."
+            )
         if self._second is not None and self.stats.messages:
             share = self.stats.reviewed / self.stats.messages
             text += f" LLM judge: {share:.1%} of messages since start were borderline and reviewed."

@@ -147,6 +147,9 @@ async def test_dismiss_teaches_the_detector(db_url: str) -> None:
         assert len(flags) == 1 and flags[0].state == "dismissed"
         fb = await rt.db.run(lambda s: s.scalars(select(Feedback)).one())
         assert fb.is_negative is False and fb.source == "dismiss"
+        status = await rt.core.status_text("discord", "g1")
+        assert "learned from 1 manager decision here (1 not negative, 0 negative)" in status
+        assert "learned" not in await rt.core.status_text("discord", "elsewhere")
     # Feedback is persisted: a fresh detector learns it again on start.
     async with runtime(db_url, clock, KeywordJudge()) as (rt, _slack, _):
         await rt.core.on_message(message("refund policy question", "m3"))
