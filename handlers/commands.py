@@ -18,6 +18,8 @@ MIN_SENSITIVITY = 0.05
 MAX_SENSITIVITY = 0.95
 MAX_COMPETITORS = 50
 MAX_COMPETITOR_NAME = 100
+MENTION_DAYS = 7
+"""How far back ``/rapport competitors`` counts mentions."""
 """Longest competitor name (the stored tag's column width)."""
 
 _RESET_WORDS = frozenset({"default", "reset"})
@@ -160,10 +162,31 @@ async def _competitors(core: CommunityCore, ctx: CommandContext) -> str:
         listed = "No competitor names are tagged"
     else:
         listed = "Competitors tagged: " + ", ".join(sorted(settings.competitors))
-    return (
-        f"{listed} ({source}). Set them with comma-separated names, "
-        "`none` to tag none, or `default`."
-    )
+    answer = f"{listed} ({source})."
+    if settings.competitors:
+        answer += " " + _mentions_line(
+            settings.competitors,
+            await core.competitor_mentions(ctx.platform, ctx.community_id, MENTION_DAYS),
+        )
+    return answer + " Set them with comma-separated names, `none` to tag none, or `default`."
+
+
+def _mentions_line(names: tuple[str, ...], counts: list[tuple[str, str, int]]) -> str:
+    """ "Mentions in the last 7 days: Globex 3 (2 positive, 1 negative); Initech none."."""
+    by_name: dict[str, dict[str, int]] = {}
+    for name, sentiment, n in counts:
+        by_name.setdefault(name, {})[sentiment] = n
+    parts = []
+    for name in sorted({*names, *by_name}):
+        tally = by_name.get(name)
+        if not tally:
+            parts.append(f"{name} none")
+            continue
+        detail = ", ".join(
+            f"{tally[s]} {s}" for s in ("positive", "negative", "neutral") if s in tally
+        )
+        parts.append(f"{name} {sum(tally.values())} ({detail})")
+    return f"Mentions in the last {MENTION_DAYS} days: " + "; ".join(parts) + "."
 
 
 ADMIN_COMMANDS: tuple[AdminCommand, ...] = (

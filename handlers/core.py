@@ -11,7 +11,7 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -608,6 +608,15 @@ class Core:
             self._watches.pop((platform, community_id), None)
         else:
             self._watches[(platform, community_id)] = self._competitor_watch(cleaned)
+
+    async def competitor_mentions(
+        self, platform: str, community_id: str, days: int = 7
+    ) -> list[tuple[str, str, int]]:
+        await self.flush()
+        since = self._clock.now() - timedelta(days=days)
+        return await self._db.run(
+            lambda s: queries.competitor_mention_counts(s, platform, community_id, since)
+        )
 
     async def set_opt_out(
         self, platform: str, community_id: str, member_id: str, opted_out: bool

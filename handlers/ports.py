@@ -151,6 +151,12 @@ class CommunityCore(Protocol):
         """Tag these competitor names here; None: the deployment's default list."""
         ...
 
+    async def competitor_mentions(
+        self, platform: str, community_id: str, days: int = 7
+    ) -> list[tuple[str, str, int]]:
+        """``(competitor, sentiment, mentions)`` in this community over the last days."""
+        ...
+
 
 class FlagWorkflow(Protocol):
     """What the managers' adapter (Slack) calls when a manager acts on a card."""

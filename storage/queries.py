@@ -687,6 +687,22 @@ def set_community_setting(
     session.add(community)
 
 
+def competitor_mention_counts(
+    session: Session, platform: str, community_id: str, since: datetime
+) -> list[tuple[str, str, int]]:
+    """``(competitor, sentiment, mentions)`` in a community since ``since``."""
+    rows = session.execute(
+        select(col(CompetitorMention.competitor), col(CompetitorMention.sentiment), func.count())
+        .where(
+            col(CompetitorMention.platform) == platform,
+            col(CompetitorMention.community_id) == community_id,
+            col(CompetitorMention.at) >= since,
+        )
+        .group_by(col(CompetitorMention.competitor), col(CompetitorMention.sentiment))
+    ).all()
+    return [(str(name), str(sentiment), int(n)) for name, sentiment, n in rows]
+
+
 def upsert_channels(
     session: Session, platform: str, community_id: str, channels: Iterable[tuple[str, str, bool]]
 ) -> None:

@@ -7,6 +7,7 @@ import pytest
 from handlers.commands import (
     ADMIN_COMMANDS,
     MAX_COMPETITORS,
+    _mentions_line,
     parse_competitors,
     parse_sensitivity,
 )
@@ -41,3 +42,11 @@ def test_every_command_name_is_unique_and_usable_as_a_discord_name() -> None:
     assert len(set(names)) == len(names)
     assert all(n.islower() and n.isalpha() and len(n) <= 32 for n in names)
     assert {c.usage for c in ADMIN_COMMANDS} >= {"status", "sensitivity [value]"}
+
+
+def test_mention_summary_lists_every_name_with_its_sentiments() -> None:
+    counts = [("Globex", "negative", 1), ("Globex", "positive", 2), ("Umbrella", "neutral", 1)]
+    assert _mentions_line(("Initech", "Globex"), counts) == (
+        "Mentions in the last 7 days: Globex 3 (2 positive, 1 negative); Initech none; "
+        "Umbrella 1 (1 neutral)."
+    )

@@ -164,7 +164,10 @@ async def test_admin_sets_sensitivity_and_competitors_with_slash_commands(
     flagged = await rt.db.run(lambda s: list(s.exec(select(Flag))))
     assert flagged == []
 
-    assert "Globex" in await run("competitors", "Globex")
+    assert "Globex none" in await run("competitors", "Globex")
+    fan = emu.say(c.bob, c.general, "honestly Globex is great, I love their app")
+    await core.wait_until(lambda: str(fan) in core.new_count())
+    assert "Mentions in the last 7 days: Globex 1 (1 positive)." in await run("competitors")
     status = await run("status")
     assert "Sensitivity 0.90 (default 0.50)" in status and "Competitors tagged: Globex" in status
 

@@ -142,6 +142,13 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
             ("c2", "Initech", "negative"),
             ("c4", "Umbrella", "positive"),
         ]
+        week = await rt.core.competitor_mentions("discord", "g1")
+        assert sorted(week) == [("Globex", "positive", 1), ("Initech", "negative", 1)]
+        old = datetime(2025, 12, 20, 9, 0, tzinfo=UTC)  # 16 days before the clock
+        await rt.core.on_message(message("Globex is terrible", "c0", at=old))
+        assert await rt.core.competitor_mentions("discord", "g1") == week
+        assert len(await rt.core.competitor_mentions("discord", "g1", days=30)) == 3
+        await rt.core.on_message(replace(message("", "c0"), kind=MessageKind.DELETE))
         await rt.core.on_message(replace(message("", "c2"), kind=MessageKind.DELETE))
         await rt.writer.flush()
         left = await rt.db.run(

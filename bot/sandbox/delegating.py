@@ -72,6 +72,11 @@ class DelegatingCore:
     ) -> None:
         await self.inner.set_competitors(platform, community_id, names)
 
+    async def competitor_mentions(
+        self, platform: str, community_id: str, days: int = 7
+    ) -> list[tuple[str, str, int]]:
+        return await self.inner.competitor_mentions(platform, community_id, days)
+
 
 class NullCore:
     """A CommunityCore that stores nothing and answers "nothing known".
@@ -135,3 +140,8 @@ class NullCore:
         self, platform: str, community_id: str, names: Sequence[str] | None
     ) -> None:
         return None
+
+    async def competitor_mentions(
+        self, platform: str, community_id: str, days: int = 7
+    ) -> list[tuple[str, str, int]]:
+        return []
