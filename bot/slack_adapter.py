@@ -160,6 +160,7 @@ def _error_result(exc: BaseException) -> ActionResult:
 
 
 _CALL_ERRORS: Final = (SlackApiError, aiohttp.ClientError, TimeoutError, OSError)
+COMMAND_FAILED: Final = "Rapport hit an error running this command; it has been logged."
 
 
 # -- slash command registry ---------------------------------------------------------------
@@ -857,7 +858,11 @@ class SlackAdapter:
             name=sub.name,
             args=args.strip(),
         )
-        text = await sub.handler(request)
+        try:
+            text = await sub.handler(request)
+        except Exception:  # the admin hears of it; the traceback goes to the log
+            logger.exception("/rapport %s failed", sub.name)
+            text = COMMAND_FAILED
         await self._reply_ephemeral(respond, request.channel_id, request.user_id, text)
 
     def _admin_handler(self, command: AdminCommand) -> SlashHandler:

@@ -303,6 +303,14 @@ async def test_slash_command_status_help_and_registry(stack: SlackStack) -> None
     assert emu.responses[1]["text"] == "echo a b"
     assert seen[0].community_id == TEAM and seen[0].user_id == MANAGER
 
+    async def broken(req: SlashRequest) -> str:
+        raise RuntimeError("database is locked")
+
+    stack.adapter.commands.register("broken", "always fails", broken)
+    await emu.slash_command("broken", MANAGER, GENERAL)
+    await emu.wait_for(lambda: len(emu.responses) == 3)
+    assert "hit an error" in emu.responses[2]["text"]
+
 
 async def test_card_thread_reply_mentions_the_oncall_group(stack: SlackStack) -> None:
     from handlers.events import PostCardThreadReply
