@@ -18,9 +18,9 @@ MIN_SENSITIVITY = 0.05
 MAX_SENSITIVITY = 0.95
 MAX_COMPETITORS = 50
 MAX_COMPETITOR_NAME = 100
+"""Longest competitor name (the stored tag's column width)."""
 MENTION_DAYS = 7
 """How far back ``/rapport competitors`` counts mentions."""
-"""Longest competitor name (the stored tag's column width)."""
 
 _RESET_WORDS = frozenset({"default", "reset"})
 
