@@ -523,6 +523,11 @@ class Core:
                 f" The detector has learned from {n} manager decision{'s' if n != 1 else ''} "
                 f"here ({decisions.get(False, 0)} not negative, {decisions.get(True, 0)} negative)."
             )
+            raising, lowering = self._judge.learned_terms(community_key(platform, community_id))
+            if raising:
+                text += f" It now scores higher: {', '.join(raising)}."
+            if lowering:
+                text += f" Lower: {', '.join(lowering)}."
         if self._second is not None and self.stats.messages:
             share = self.stats.reviewed / self.stats.messages
             text += f" LLM judge: {share:.1%} of messages since start were borderline and reviewed."

@@ -40,6 +40,10 @@ class Judge(Protocol):
         """An admin's threshold for one community; ``None``: back to the default."""
         ...
 
+    def learned_terms(self, community_id: str, k: int = 3) -> tuple[list[str], list[str]]:
+        """Words or cues a community's feedback taught: (raising, lowering) the score."""
+        ...
+
 
 class SecondOpinion(Protocol):
     """Reviews borderline verdicts (an LLM judge); decides off the ingestion path."""

@@ -49,6 +49,9 @@ class KeywordJudge:
     def threshold_for(self, community_id: str | None) -> float:
         return self.thresholds.get(community_id or "", 0.5)
 
+    def learned_terms(self, community_id: str, k: int = 3) -> tuple[list[str], list[str]]:
+        return [], []
+
     def set_sensitivity(self, community_id: str, threshold: float | None) -> None:
         if threshold is None:
             self.thresholds.pop(community_id, None)

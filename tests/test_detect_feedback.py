@@ -163,3 +163,19 @@ def test_judge_stays_fast_after_feedback(detector: Detector) -> None:
         detector.judge(text, "c")
     rate = len(texts) / (time.perf_counter() - t0)
     assert rate > 3000, rate  # the bench measures the real rate; this catches regressions
+
+
+def test_an_admin_can_read_which_words_feedback_moved(detector: Detector) -> None:
+    _teach(detector, "rail")
+    assert detector.learned_terms("rail") == (["platform"], [])
+    raids = [
+        "brutal raid tonight, wiped 5 times",
+        "wiped on the raid boss again, brutal",
+        "raid wipes all night, brutal",
+        "brutal raid, we wiped twice",
+    ]
+    for text in raids:
+        detector.learn("game", text, False)
+    raising, lowering = detector.learned_terms("game")
+    assert raising == [] and "brutal" in lowering
+    assert detector.learned_terms("elsewhere") == ([], [])

@@ -157,6 +157,43 @@ async def test_dismiss_teaches_the_detector(db_url: str) -> None:
         assert len(await rt.db.run(lambda s: s.scalars(select(Flag)).all())) == 1
 
 
+async def test_status_says_what_a_communitys_decisions_taught_the_detector(
+    db_url: str,
+) -> None:
+    """Persisted dismissals are replayed on start; status names the words they taught."""
+    from datetime import UTC, datetime
+
+    from handlers.detect import Detector
+
+    raids = [
+        "brutal raid tonight, wiped 5 times",
+        "wiped on the raid boss again, brutal",
+        "raid wipes all night, brutal",
+        "brutal raid, we wiped twice",
+    ]
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack, _):
+        at = datetime(2026, 1, 5, tzinfo=UTC)
+        await rt.db.run(
+            lambda s: s.add_all(
+                Feedback(
+                    platform="discord",
+                    community_id="g1",
+                    text=text,
+                    is_negative=False,
+                    source="dismiss",
+                    created_at=at,
+                )
+                for text in raids
+            )
+        )
+    async with runtime(db_url, clock, Detector.default()) as (rt, _slack, _):  # type: ignore[arg-type]
+        status = await rt.core.status_text("discord", "g1")
+        assert "learned from 4 manager decisions here (4 not negative, 0 negative)" in status
+        assert "Lower: brutal, raid." in status
+        assert "Lower" not in await rt.core.status_text("discord", "g2")
+
+
 async def test_manual_flag_is_positive_feedback(db_url: str) -> None:
     clock = ManualClock()
     judge = KeywordJudge()

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from handlers.detect.features import Features
-from handlers.detect.lexicon import PHRASE_GROUPS, WORD_GROUPS, words
+from handlers.detect.lexicon import PHRASE_GROUPS, STOPWORDS, WORD_GROUPS, words
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +203,14 @@ def encode(values: Mapping[str, float], base: float, label: float, weight: float
     return Example(keys, vals, base, label, weight)
 
 
+def _telling(name: str) -> bool:
+    """A word or word pair an admin would recognise (not a cue, stopword or number)."""
+    if name.startswith("#"):
+        return False
+    parts = name.split(" ")
+    return not all(p in STOPWORDS or p.isdigit() for p in parts)
+
+
 def sigmoid(z: float) -> float:
     """The logistic function, clamped so extreme logits cannot overflow ``exp``."""
     if z < -30.0:
@@ -228,6 +236,9 @@ class CommunityModel:
     """Whether any message of this community was judged yet (live, not start-up)."""
     fitted_on: int = 0
     """How many decisions the current weights were fitted on."""
+    names: dict[int, str] = field(default_factory=dict)
+    """Feature id -> name for the features of decisions (not of the "no action" pool),
+    so an admin can be told what the layer learned."""
 
     def __post_init__(self) -> None:
         if self.memory is None:
@@ -251,6 +262,9 @@ class CommunityModel:
         """Store a manager's decision; the layer is refitted before the next verdict."""
         self.pool.pop(text_key, None)
         self.examples.append(encode(feats.values, base_logit, float(is_negative), 1.0))
+        names = self.names
+        for name in feats.values:
+            names[hash(name)] = name
         assert self.memory is not None
         self.memory.add(feats.content, is_negative)
         self.decisions += 1
@@ -347,6 +361,21 @@ class CommunityModel:
             if abs(c) > abs(top_w):
                 top, top_w = k, c
         return top, top_w
+
+    def learned(self, k: int = 3, at_least: float = 0.1) -> tuple[list[str], list[str]]:
+        """The words this community's decisions weigh most: up to ``k`` that raise the
+        score and ``k`` that lower it, strongest first. Readable cues (``#qstart``),
+        stopwords and bare numbers are left out: an admin reads these."""
+        if self.dirty:
+            self.refit()
+        weighed = [
+            (w, name)
+            for h, name in self.names.items()
+            if abs(w := self.weights.get(h, 0.0)) >= at_least and _telling(name)
+        ]
+        raising = [name for w, name in sorted(weighed, reverse=True) if w > 0]
+        lowering = [name for w, name in sorted(weighed) if w < 0]
+        return raising[:k], lowering[:k]
 
     def blend(self, feats: Features, p: float) -> tuple[float, str]:
         """Pull ``p`` toward the labels of near-identical remembered messages."""

@@ -307,6 +307,14 @@ class Detector:
         """Drop a community's feedback (e.g. when the admin resets it)."""
         self._communities.pop(community_id, None)
 
+    def learned_terms(self, community_id: str, k: int = 3) -> tuple[list[str], list[str]]:
+        """What a community's decisions taught its layer: words or cues that now raise
+        the score, and ones that lower it (each at most ``k``, strongest first)."""
+        community = self._communities.get(community_id)
+        if community is None or not community.decisions:
+            return [], []
+        return community.learned(k)
+
     def feedback_count(self, community_id: str) -> int:
         community = self._communities.get(community_id)
         return community.decisions if community is not None else 0
