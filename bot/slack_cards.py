@@ -13,7 +13,7 @@ import re
 from datetime import datetime
 from typing import Any, Final
 
-from handlers.ports import FlagCardView, HistoryLine
+from handlers.ports import KB_SOURCES_PREFIX, FlagCardView, HistoryLine
 
 logger = logging.getLogger(__name__)
 
@@ -256,9 +256,17 @@ def render_card(view: FlagCardView) -> tuple[str, list[Block]]:
         kind = _DRAFT_KIND_LABEL.get(view.draft_kind, escape_slack(view.draft_kind))
         draft_text = f"*Drafted reply* ({kind}):\n{_quoted(view.draft, _SECTION_MAX - 60)}"
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": draft_text}})
-    if view.draft_warnings:
-        warn = "\n".join(f":warning: {_safe(w, 200)}" for w in view.draft_warnings[:5])
-        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": warn}]})
+    # Sources say where the reply came from: not a warning sign.
+    notes = [
+        f":books: Sources: {_safe(w.removeprefix(KB_SOURCES_PREFIX), 200)}"
+        if w.startswith(KB_SOURCES_PREFIX)
+        else f":warning: {_safe(w, 200)}"
+        for w in view.draft_warnings[:5]
+    ]
+    if notes:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": "\n".join(notes)}]}
+        )
 
     status = f"*State:* {_state_line(view)}"
     if view.history:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 from handlers.events import Action, ActionResult, MemberJoinEvent, MessageEvent, ReactionEvent
 
@@ -39,6 +39,11 @@ class HistoryLine:
     detail: str = ""
 
 
+KB_SOURCES_PREFIX: Final = "kb: "
+"""A draft note that starts with this lists the knowledge-base sections the draft drew
+on (where the reply came from); every other draft note is a warning for the manager."""
+
+
 @dataclass(frozen=True, slots=True)
 class FlagCardView:
     """Everything a flag card shows, already decided by the core; adapters only render.
@@ -64,6 +69,7 @@ class FlagCardView:
     draft: str = ""
     draft_kind: str = "drafting"  # drafting | llm | template | manual
     draft_warnings: tuple[str, ...] = ()
+    """Warnings about the draft, and its sources as one ``KB_SOURCES_PREFIX`` note."""
     claimed_by: str | None = None
     history: tuple[HistoryLine, ...] = ()
     send_error: str | None = None

@@ -17,7 +17,7 @@ from bot.slack_cards import (
     render_notice,
     render_reminder,
 )
-from handlers.ports import ContextLine, FlagCardView, HistoryLine
+from handlers.ports import KB_SOURCES_PREFIX, ContextLine, FlagCardView, HistoryLine
 from tests.slack_helpers import EVIL
 
 LIVE_TOKENS = ("<!channel>", "<!here>", "<!everyone>", "<@U1>", "<https://evil|click>", "& co")
@@ -88,6 +88,15 @@ def test_card_shows_context_reason_draft_and_history() -> None:
     assert "LLM draft" in dumped and "Escalating" in dumped and "incident of 3" in dumped
     assert "<@U0MANAGER> claimed" in dumped  # the actor is a real id: shown as a name
     assert "Sending failed" in dumped
+
+
+def test_draft_sources_are_shown_as_sources_not_as_a_warning() -> None:
+    notes = ("promises a refund date", KB_SOURCES_PREFIX + "refunds.md#Refund window")
+    _, blocks = render_card(view(draft_warnings=notes))
+    lines = json.dumps(blocks)
+    assert ":warning: promises a refund date" in lines
+    assert ":books: Sources: refunds.md#Refund window" in lines
+    assert ":warning: kb:" not in lines
 
 
 def test_drafting_card_says_so() -> None:

@@ -41,6 +41,7 @@ from handlers.draft.prompting import (
 from handlers.draft.sanitize import sanitize
 from handlers.draft.untrusted import clean, quote_untrusted
 from handlers.judging import DraftJob, DraftResult
+from handlers.ports import KB_SOURCES_PREFIX
 
 logger = logging.getLogger(__name__)
 
@@ -228,7 +229,7 @@ class Drafter:
             warnings.append("quotes the member's own personal data — keep it out of a public reply")
         sources = tuple(s.source for s in snippets)
         if sources:
-            warnings.append("kb: " + "; ".join(sources))
+            warnings.append(KB_SOURCES_PREFIX + "; ".join(sources))
         return Draft(result.text, "llm", tuple(dict.fromkeys(warnings)), sources)
 
     def _template(
@@ -261,5 +262,5 @@ class Drafter:
         warnings.extend(w for w in result.warnings if not w.startswith("promises "))
         sources = (top.source,) if top else ()
         if sources:
-            warnings.append("kb: " + sources[0])
+            warnings.append(KB_SOURCES_PREFIX + sources[0])
         return Draft(result.text, "template", tuple(dict.fromkeys(warnings)), sources, why)
