@@ -26,6 +26,22 @@ def test_default_kb_answers_the_obvious_questions() -> None:
     assert store.search("any-community", "the the and", 3) == []
 
 
+def test_a_section_sharing_one_word_with_the_complaint_is_left_out(tmp_path: Path) -> None:
+    (tmp_path / "default").mkdir()
+    (tmp_path / "default" / "kb.md").write_text(
+        "# Refund window\nRefunds reach your card within 5 business days of approval; "
+        "reply to the refund email if a refund is late.\n"
+        "# Password reset\nA reset link is sent by email.\n"
+    )
+    store = KnowledgeStore(tmp_path, recheck_s=0)
+    query = "third week waiting for my refund, no reply to 2 emails"
+    assert [s.source for s in store.search("c", query, 3)] == ["kb.md#Refund window"]
+    assert [s.source for s in store.get("c").search(query, 3, min_share=0.0)] == [
+        "kb.md#Refund window",
+        "kb.md#Password reset",
+    ]
+
+
 def test_per_community_kb_and_safe_ids(tmp_path: Path) -> None:
     (tmp_path / "default").mkdir()
     (tmp_path / "default" / "a.md").write_text("# Shipping\nParcels ship daily.\n")

@@ -123,15 +123,20 @@ class KnowledgeBase:
                 logger.exception("cannot read knowledge base file %s", path)
         return cls(sections)
 
-    def search(self, query: str, k: int = 3) -> list[Snippet]:
+    def search(self, query: str, k: int = 3, *, min_share: float = 0.5) -> list[Snippet]:
+        """Up to ``k`` sections, best first, each scoring at least ``min_share`` of the
+        best: a section that shares one common word with a complaint ("email" in a
+        refund complaint and in "Password reset") would only mislead the draft and the
+        card's list of sources."""
         terms = tokenize(query)
         if not self.sections or not terms or k <= 0:
             return []
         scores = self._bm25.scores(terms)
         ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+        floor = scores[ranked[0]] * min_share
         out: list[Snippet] = []
         for i in ranked[:k]:
-            if scores[i] <= 0:
+            if scores[i] <= 0 or scores[i] < floor:
                 break
             s = self.sections[i]
             out.append(Snippet(s.source, s.title, s.text, scores[i]))
