@@ -175,16 +175,17 @@ class Core:
                 await follow_up
             return
         if event.kind is MessageKind.DELETE:
-            if self._admitted(event):  # erasing is honoured even for opted-out members
-                await self._writer.submit(
-                    DeleteRow(
-                        event.platform,
-                        event.community_id,
-                        event.channel_id,
-                        event.message_id,
-                        event.edited_at or event.created_at,
-                    )
+            # Erasing is honoured for everyone: opted-out members, unwatched channels.
+            await self._writer.submit(
+                DeleteRow(
+                    event.platform,
+                    event.community_id,
+                    event.channel_id,
+                    event.message_id,
+                    event.edited_at or event.created_at,
                 )
+            )
+            await self._refresh_flag_card(event, "erased", "the member deleted the message")
             return
         judged = self._judged(event)
         if judged is None:
@@ -192,19 +193,26 @@ class Core:
         event, verdict = judged
         await self._writer.submit(
             EditRow(
-                event.platform,
-                event.community_id,
-                event.channel_id,
-                event.message_id,
-                event.text,
+                _new_row(event, verdict, self._mentions(event)),
                 event.edited_at or self._clock.now(),
-                event.author.id,
-                event.author.name,
-                verdict.score if verdict else None,
-                verdict.reason if verdict else None,
-                verdict.severity if verdict else None,
             )
         )
+        if await self._refresh_flag_card(event, "edited", "the member edited the message"):
+            return
+        if self._watch.thread_flag(event) is None:
+            # An edit that turns a message into a complaint is followed up like a new one.
+            await self._review_or_flag(event, verdict)
+
+    async def _refresh_flag_card(self, event: MessageEvent, action: str, detail: str) -> bool:
+        """A flagged message changed: its card must not keep showing the old text.
+        Returns whether the message had a flag."""
+        ids = await self._db.run(
+            lambda s: queries.flag_ids_for_message(
+                s, event.platform, event.community_id, event.channel_id, event.message_id
+            )
+        )
+        await self.flags.refresh_cards(ids, action, detail)
+        return bool(ids)
 
     def accept(self, event: MessageEvent) -> None:
         """Take a new message without a task or an await of its own.
@@ -246,13 +254,7 @@ class Core:
             return None
         event, verdict = judged
         try:
-            watch = self._watches.get((event.platform, event.community_id), self._default_watch)
-            mentions = (
-                tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
-                if watch is not None and event.text
-                else ()
-            )
-            row = _new_row(event, verdict, mentions)
+            row = _new_row(event, verdict, self._mentions(event))
             if not self._follows_up(event, verdict):
                 # Most messages: stored and judged, nothing else to do. Not waiting for
                 # the commit spares a future and a wake-up per message; the write is in
@@ -266,6 +268,13 @@ class Core:
             )
             self._writer.enqueue(_new_row(event, None, ()))
             return None
+
+    def _mentions(self, event: MessageEvent) -> tuple[tuple[str, str, float], ...]:
+        """``(competitor, sentiment, score)`` for each competitor the message names."""
+        watch = self._watches.get((event.platform, event.community_id), self._default_watch)
+        if watch is None or not event.text:
+            return ()
+        return tuple((m.name, m.sentiment, m.score) for m in watch.find(event.text))
 
     def _judged(self, event: MessageEvent) -> tuple[MessageEvent, VerdictLike | None] | None:
         """The storable form of a new or edited message and its verdict; None when it is
@@ -286,9 +295,8 @@ class Core:
             return event, None
 
     def _admitted(self, event: MessageEvent) -> bool:
-        """Not the bot's own message (a delete is always honoured), nor in an unwatched
-        channel or thread (counted)."""
-        if event.author.is_bot and event.kind is not MessageKind.DELETE:
+        """Not the bot's own message, nor in an unwatched channel or thread (counted)."""
+        if event.author.is_bot:
             return False
         if (event.platform, event.community_id, event.channel_id) in self._unwatched or (
             event.thread_id is not None
@@ -308,7 +316,12 @@ class Core:
             # A reply in a flagged thread counts towards that flag, not a card of its own.
             if await self._watch.escalate(watched):
                 self.stats.escalations += 1
-        elif verdict is not None and self._second is not None and self._second.wants(verdict):
+        else:
+            await self._review_or_flag(event, verdict)
+
+    async def _review_or_flag(self, event: MessageEvent, verdict: VerdictLike | None) -> None:
+        """A borderline verdict gets a second opinion (in its own task); a complaint a flag."""
+        if verdict is not None and self._second is not None and self._second.wants(verdict):
             task = asyncio.create_task(self._review(event))
             self._reviews.add(task)
             task.add_done_callback(self._reviews.discard)
@@ -370,8 +383,14 @@ class Core:
                 event.at,
             )
         )
+        # Reactions under a flagged message are agreement too (see ``escalate``).
+        watched = self._watch.message_flag(event.platform, event.community_id, event.message_id)
+        if watched is not None and await self._watch.escalate(watched):
+            self.stats.escalations += 1
 
     async def on_member_join(self, event: MemberJoinEvent) -> None:
+        if event.member.is_bot:  # a bot joining is not a member of the community
+            return
         now = event.at
 
         def work(s: Session) -> None:
@@ -464,7 +483,7 @@ class Core:
             now = self._clock.now()
             await self._db.run(
                 lambda s: queries.add_feedback(
-                    s, platform, community_id, msg.text, True, "manual", actor, now
+                    s, platform, community_id, msg.text, True, "manual", actor, now, outcome.flag_id
                 )
             )
             self._judge.learn(community_key(platform, community_id), msg.text, True)
@@ -477,7 +496,11 @@ class Core:
             msgs = s.execute(
                 select(func.count())
                 .select_from(Message)
-                .where(col(Message.platform) == platform, col(Message.community_id) == community_id)
+                .where(
+                    col(Message.platform) == platform,
+                    col(Message.community_id) == community_id,
+                    col(Message.deleted_at).is_(None),
+                )
             ).scalar_one()
             open_flags = s.execute(
                 select(func.count())
@@ -491,7 +514,12 @@ class Core:
             members = s.execute(
                 select(func.count())
                 .select_from(Member)
-                .where(col(Member.platform) == platform, col(Member.community_id) == community_id)
+                .where(
+                    col(Member.platform) == platform,
+                    col(Member.community_id) == community_id,
+                    col(Member.message_count) > 0,
+                    col(Member.opted_out).is_(False),
+                )
             ).scalar_one()
             decisions = s.execute(
                 select(col(Feedback.is_negative), func.count())
@@ -632,9 +660,14 @@ class Core:
             self._opted_out.add(key)
         await self.flush()
         now = self._clock.now()
-        n = await self._db.run(
-            lambda s: queries.set_opt_out(s, platform, community_id, member_id, opted_out, now)
-        )
+
+        def work(s: Session) -> tuple[int, list[int]]:
+            n = queries.set_opt_out(s, platform, community_id, member_id, opted_out, now)
+            flags = queries.flag_ids_by_author(s, platform, community_id, member_id)
+            return n, flags if opted_out else []
+
+        n, flag_ids = await self._db.run(work)
+        await self.flags.refresh_cards(flag_ids, "erased", "the member opted out")
         if not opted_out:
             self._opted_out.discard(key)
         return n

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -299,6 +300,28 @@ class FlagService:
         raised = await self._db.run(work)
         self._outbox.notify()
         return raised
+
+    async def refresh_cards(self, flag_ids: Sequence[int], action: str, detail: str) -> None:
+        """Re-render cards whose message changed under them (edited, deleted, its author
+        opted out), so a card never keeps showing text the member took back."""
+        if not flag_ids:
+            return
+        now = self._clock.now()
+
+        def work(s: Session) -> None:
+            for flag_id in flag_ids:
+                flag = s.get(Flag, flag_id)
+                if flag is None:
+                    continue
+                flag.version += 1
+                s.add(flag)
+                queries.audit(s, now, "rapport", action, flag_id, detail)
+                self._outbox.enqueue_in(
+                    s, UpdateFlagCard(flag_id), f"card-update:{flag_id}:{flag.version}"
+                )
+
+        await self._db.run(work)
+        self._outbox.notify()
 
     # -- drafting -----------------------------------------------------------------------
     def _start_draft(self, flag_id: int) -> None:

@@ -62,17 +62,11 @@ class NewMessageRow:
 
 @record
 class EditRow:
-    platform: str
-    community_id: str
-    channel_id: str
-    message_id: str
-    text: str
+    """A member's edit: the message as it reads now (stored whole if it was never seen,
+    e.g. an edit racing the backfill that would fetch it) and when it was edited."""
+
+    row: NewMessageRow
     edited_at: datetime
-    author_id: str
-    author_name: str
-    score: float | None
-    reason: str | None
-    severity: str | None
 
 
 @record
@@ -400,54 +394,65 @@ def _message_where(platform: str, community_id: str, channel_id: str, message_id
 
 
 def _apply_edit(session: Session, op: EditRow) -> None:
-    where = _message_where(op.platform, op.community_id, op.channel_id, op.message_id)
+    r = op.row
+    where = _message_where(r.platform, r.community_id, r.channel_id, r.message_id)
     result = session.execute(
         update(Message)
         .where(where, col(Message.deleted_at).is_(None))
         .values(
-            text=op.text,
+            text=r.text,
             edited_at=op.edited_at,
-            score=op.score,
-            reason=op.reason,
-            severity=op.severity,
+            score=r.score,
+            reason=r.reason,
+            severity=r.severity,
         )
     )
     if getattr(result, "rowcount", 0):
-        # A flag quotes what the member says now; its card shows it at its next update.
+        # A flag quotes what the member says now; the core refreshes its card.
         session.execute(
             update(Flag)
-            .where(_flag_where(op.platform, op.community_id, op.channel_id, op.message_id))
-            .values(quoted_text=op.text)
+            .where(_flag_where(r.platform, r.community_id, r.channel_id, r.message_id))
+            .values(quoted_text=r.text)
         )
+        # Competitor mentions follow the text: the edit may add or remove a name.
+        session.execute(
+            delete(CompetitorMention).where(
+                col(CompetitorMention.platform) == r.platform,
+                col(CompetitorMention.community_id) == r.community_id,
+                col(CompetitorMention.channel_id) == r.channel_id,
+                col(CompetitorMention.message_id) == r.message_id,
+            )
+        )
+        _add_mentions(session, [r])
         return
-    # An edit for a message we never saw: keep it as a message first seen at edit time.
-    stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
-    session.execute(
-        stmt,
-        [
-            {
-                "platform": op.platform,
-                "community_id": op.community_id,
-                "channel_id": op.channel_id,
-                "message_id": op.message_id,
-                "author_id": op.author_id,
-                "author_name": op.author_name,
-                "text": op.text,
-                "created_at": op.edited_at,
-                "edited_at": op.edited_at,
-                "score": op.score,
-                "reason": op.reason,
-                "severity": op.severity,
-            }
-        ],
-    )
+    # An edit of a message never seen: store it whole (thread, member, mentions), so
+    # the create that may still arrive finds it already there, judged as it now reads.
+    if _insert_messages(session, [r]):
+        session.execute(update(Message).where(where).values(edited_at=op.edited_at))
 
 
 def _apply_delete(session: Session, op: DeleteRow) -> None:
-    """Erase the text (and any flag/draft text derived from it); keep id and time."""
-    where = _message_where(op.platform, op.community_id, op.channel_id, op.message_id)
+    """Erase the text and everything derived from it (the flag's quote and draft, the
+    managers' feedback on it, competitor mentions); keep id and time."""
+    channel_id = op.channel_id
+    where = _message_where(op.platform, op.community_id, channel_id, op.message_id)
     result = session.execute(update(Message).where(where).values(text="", deleted_at=op.deleted_at))
     if not getattr(result, "rowcount", 0):
+        # Discord names only the thread when it no longer has an archived thread in its
+        # cache, while the message is stored under the thread's parent channel.
+        parent = session.execute(
+            select(col(Message.channel_id)).where(
+                col(Message.platform) == op.platform,
+                col(Message.community_id) == op.community_id,
+                col(Message.thread_id) == op.channel_id,
+                col(Message.message_id) == op.message_id,
+            )
+        ).scalar()
+        if parent is not None:
+            channel_id = str(parent)
+            where = _message_where(op.platform, op.community_id, channel_id, op.message_id)
+            session.execute(update(Message).where(where).values(text="", deleted_at=op.deleted_at))
+    if channel_id == op.channel_id and not getattr(result, "rowcount", 0):
         # A delete for a message we never saw: a tombstone, so a late create stays erased.
         stmt = _insert(session, Message).on_conflict_do_nothing(index_elements=_MESSAGE_KEY)
         session.execute(
@@ -466,16 +471,18 @@ def _apply_delete(session: Session, op: DeleteRow) -> None:
                 }
             ],
         )
+    flag_where = _flag_where(op.platform, op.community_id, channel_id, op.message_id)
     session.execute(
-        update(Flag)
-        .where(_flag_where(op.platform, op.community_id, op.channel_id, op.message_id))
-        .values(quoted_text="", draft="", draft_warnings=[])
+        delete(Feedback).where(col(Feedback.flag_id).in_(select(col(Flag.id)).where(flag_where)))
+    )
+    session.execute(
+        update(Flag).where(flag_where).values(quoted_text="", draft="", draft_warnings=[])
     )
     session.execute(
         delete(CompetitorMention).where(
             col(CompetitorMention.platform) == op.platform,
             col(CompetitorMention.community_id) == op.community_id,
-            col(CompetitorMention.channel_id) == op.channel_id,
+            col(CompetitorMention.channel_id) == channel_id,
             col(CompetitorMention.message_id) == op.message_id,
         )
     )
@@ -520,6 +527,35 @@ def get_message(
     return session.scalars(
         select(Message).where(_message_where(platform, community_id, channel_id, message_id))
     ).first()
+
+
+def flag_ids_for_message(
+    session: Session, platform: str, community_id: str, channel_id: str, message_id: str
+) -> list[int]:
+    """The flag raised on a message, found by the channel or thread a delete or edit
+    names (an uncached Discord thread is named instead of its parent channel)."""
+    rows = session.execute(
+        select(col(Flag.id)).where(
+            col(Flag.platform) == platform,
+            col(Flag.community_id) == community_id,
+            col(Flag.message_id) == message_id,
+            or_(col(Flag.channel_id) == channel_id, col(Flag.thread_id) == channel_id),
+        )
+    ).all()
+    return [int(r[0]) for r in rows]
+
+
+def flag_ids_by_author(
+    session: Session, platform: str, community_id: str, author_id: str
+) -> list[int]:
+    rows = session.execute(
+        select(col(Flag.id)).where(
+            col(Flag.platform) == platform,
+            col(Flag.community_id) == community_id,
+            col(Flag.author_id) == author_id,
+        )
+    ).all()
+    return [int(r[0]) for r in rows]
 
 
 def find_message(
@@ -782,7 +818,9 @@ def set_opt_out(
     session.execute(
         ins.on_conflict_do_update(
             index_elements=["platform", "community_id", "external_id"],
-            set_={"opted_out": opted_out},
+            set_={"opted_out": opted_out, "display_name": ""}
+            if opted_out
+            else {"opted_out": opted_out},
         ),
         [
             {
@@ -808,14 +846,16 @@ def set_opt_out(
         )
         .values(text="", author_name="")
     )
+    their_flags = and_(
+        col(Flag.platform) == platform,
+        col(Flag.community_id) == community_id,
+        col(Flag.author_id) == member_id,
+    )
     session.execute(
-        update(Flag)
-        .where(
-            col(Flag.platform) == platform,
-            col(Flag.community_id) == community_id,
-            col(Flag.author_id) == member_id,
-        )
-        .values(quoted_text="", draft="", author_name="")
+        delete(Feedback).where(col(Feedback.flag_id).in_(select(col(Flag.id)).where(their_flags)))
+    )
+    session.execute(
+        update(Flag).where(their_flags).values(quoted_text="", draft="", author_name="")
     )
     theirs = select(col(Message.message_id)).where(
         col(Message.platform) == platform,

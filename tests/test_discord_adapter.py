@@ -167,6 +167,24 @@ async def test_delete_arrives_as_delete(
         assert await cut.store.stored_text(P, str(mid)) in ("", None)
 
 
+async def test_a_delete_in_an_archived_thread_erases_the_message(
+    emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
+) -> None:
+    """discord.py drops archived threads from its cache, so the delete names only the
+    thread; the message is stored under the thread's parent channel."""
+    c = community
+    root = await say_and_wait(emu, cut, c.alice, c.general, "starting a thread")
+    thread = emu.create_thread(c.general, "help", owner_id=c.alice, from_message=root)
+    secret = await say_and_wait(emu, cut, c.bob, thread, "my card number is 4111 1111")
+    assert await cut.store.stored_text(P, str(secret)) == "my card number is 4111 1111"
+    archived = emu.channels[thread].payload()
+    archived["thread_metadata"] = {**archived["thread_metadata"], "archived": True}
+    emu.dispatch("THREAD_UPDATE", archived)
+    emu.delete(secret)
+    await cut.core.wait_until(lambda: MessageKind.DELETE in cut.core.kinds(str(secret)))
+    assert await cut.store.stored_text(P, str(secret)) in ("", None)
+
+
 async def test_reactions_and_joins_reach_the_core(
     emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
 ) -> None:
