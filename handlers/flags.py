@@ -553,7 +553,11 @@ class FlagService:
                 s, UpdateFlagCard(flag_id), f"card-update:{flag_id}:{flag.version}"
             )
             fb: tuple[str, str, str] | None = None
-            if flag.quoted_text and (state == "dismissed" or flag.source == "detector"):
+            if (
+                flag.quoted_text
+                and (state == "dismissed" or flag.source == "detector")
+                and not queries.has_feedback(s, flag_id)  # a sent reply already confirmed it
+            ):
                 source = "dismiss" if state == "dismissed" else "confirm"
                 queries.add_feedback(
                     s,
@@ -595,10 +599,13 @@ class FlagService:
         elif isinstance(action, ReplyInThread) and action.flag_id is not None:
             flag_id = action.flag_id
 
-            def store_reply(s: Session) -> None:
+            def store_reply(s: Session) -> tuple[str, str, str] | None:
+                """Record the outcome; a sent reply confirms a detector's flag (returned,
+                to be learned once committed)."""
+                confirmed = None
                 flag = s.get(Flag, flag_id)
                 if flag is None:
-                    return
+                    return None
                 flag.sending = False
                 flag.version += 1
                 if result.ok:
@@ -626,6 +633,7 @@ class FlagService:
                             now,
                             flag_id,
                         )
+                        confirmed = (flag.platform, flag.community_id, flag.quoted_text)
                 else:
                     flag.send_error = (result.error or "the platform refused the reply")[:400]
                     queries.audit(s, now, "rapport", "send_failed", flag_id, flag.send_error)
@@ -633,8 +641,11 @@ class FlagService:
                 self._outbox.enqueue_in(
                     s, UpdateFlagCard(flag_id), f"card-update:{flag_id}:{flag.version}"
                 )
+                return confirmed
 
-            await self._db.run(store_reply)
+            confirmed = await self._db.run(store_reply)
+            if confirmed is not None:
+                self._judge.learn(community_key(confirmed[0], confirmed[1]), confirmed[2], True)
             self._outbox.notify()
 
     # -- SLA ------------------------------------------------------------------------------
@@ -648,6 +659,7 @@ class FlagService:
                 s.scalars(
                     select(Flag).where(
                         col(Flag.state) == "open",
+                        col(Flag.sending).is_(False),  # a manager's reply is on its way
                         col(Flag.next_reminder_at).is_not(None),
                         col(Flag.next_reminder_at) <= now,
                         col(Flag.reminders_sent) < policy.max_reminders,

@@ -915,6 +915,16 @@ def add_feedback(
     )
 
 
+def has_feedback(session: Session, flag_id: int) -> bool:
+    """Whether a manager's decision on this flag is already stored."""
+    return (
+        session.execute(
+            select(col(Feedback.id)).where(col(Feedback.flag_id) == flag_id).limit(1)
+        ).first()
+        is not None
+    )
+
+
 def all_feedback(session: Session) -> list[Feedback]:
     return list(session.scalars(select(Feedback).order_by(col(Feedback.id))))
 

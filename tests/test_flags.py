@@ -428,3 +428,41 @@ async def test_a_duplicate_of_a_resolved_incident_is_a_new_flag(db_url: str) -> 
             ("m1", "open", 1),
         ]
         assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 2
+
+
+async def test_a_reply_then_resolve_is_one_decision_learned_at_once(db_url: str) -> None:
+    """Sending the reply confirms the flag (the detector learns it then); resolving the
+    replied flag afterwards is the same decision, not a second one."""
+    judge = KeywordJudge()
+    async with runtime(db_url, ManualClock(), judge) as (rt, _slack, _discord):
+        await rt.core.on_message(message("want a refund now", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        assert (await rt.core.send(flag_id, "M1")).ok
+        await rt.settle()
+        assert (await _flag(rt)).state == "replied"
+        assert ("discord:g1", "want a refund now") in judge.learned
+        assert (await rt.core.resolve(flag_id, "M1")).ok
+        rows = await rt.db.run(
+            lambda s: [(f.source, f.flag_id) for f in s.scalars(select(Feedback))]
+        )
+        assert rows == [("confirm", flag_id)]
+        status = await rt.core.status_text("discord", "g1")
+        assert "learned from 1 manager decision" in status, status
+
+
+async def test_no_unclaimed_reminder_while_a_reply_is_being_sent(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, discord):
+        await rt.core.on_message(message("lawsuit incoming, this is dangerous", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        discord.refuse_with, discord.retryable = "503 Service Unavailable", True
+        assert (await rt.core.send(flag_id, "M1")).ok
+        await rt.outbox.run_once()
+        card = await rt.core.card(flag_id)
+        assert card is not None and card.state == "sending"
+        clock.advance(minutes=20)  # past the high SLA, but a manager is on it
+        assert await rt.flags.check_sla() == 0
+        await rt.settle()
+        assert [a for a in slack.done if isinstance(a, PostCardThreadReply)] == []
