@@ -108,6 +108,10 @@ _RETRYABLE_ERRORS: Final = frozenset(
 # Message subtypes that are a member saying something; the rest are joins, topics, bots…
 _NEW_MESSAGE_SUBTYPES: Final = frozenset({None, "thread_broadcast", "file_share", "me_message"})
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+_MAX_FLAG_ID: Final = 2**63 - 1
+"""The largest id a flag can have (a signed 64-bit database integer)."""
+_SLACK_ENTITY = re.compile(r"&(amp|lt|gt);")
+_SLACK_ENTITY_CHARS: Final = {"amp": "&", "lt": "<", "gt": ">"}
 _STRIPES: Final = 64
 K = TypeVar("K")
 V = TypeVar("V")
@@ -149,6 +153,19 @@ def _ts_to_datetime(ts: str | None) -> datetime:
         return datetime.now(tz=UTC)
 
 
+def slack_text_to_plain(text: str) -> str:
+    """Message text as Slack sends it (events, ``conversations.history``/``replies``) →
+    the text the member wrote.
+
+    Slack escapes a member's ``&``, ``<`` and ``>`` as ``&amp;``, ``&lt;`` and ``&gt;`` and
+    leaves its own markup unescaped: mentions ``<@U…>``, channels ``<#C…|name>``, specials
+    ``<!here>`` and links ``<https://…|label>``. That markup is kept as it arrives (the
+    cards escape all member text again); only the three entities are decoded, in one
+    pass, so a member who typed ``&lt;`` gets ``&lt;`` back and never ``<``.
+    """
+    return _SLACK_ENTITY.sub(lambda m: _SLACK_ENTITY_CHARS[m.group(1)], text)
+
+
 def _error_result(exc: BaseException) -> ActionResult:
     """Map a failed Web API call to the outbox's terms: retry later, or give up."""
     if isinstance(exc, SlackApiError):
@@ -161,6 +178,7 @@ def _error_result(exc: BaseException) -> ActionResult:
 
 _CALL_ERRORS: Final = (SlackApiError, aiohttp.ClientError, TimeoutError, OSError)
 COMMAND_FAILED: Final = "Rapport hit an error running this command; it has been logged."
+FORM_NAMES_NO_FLAG: Final = "This form does not name a flag; use the buttons on the card again."
 
 
 # -- slash command registry ---------------------------------------------------------------
@@ -661,7 +679,9 @@ class SlackAdapter:
                 channel_id=channel,
                 message_id=ts,
                 author=Author(id=author_id, name=author_name, is_bot=bool(bot_id)),
-                text="" if kind == MessageKind.DELETE else str(msg.get("text") or ""),
+                text=""
+                if kind == MessageKind.DELETE
+                else slack_text_to_plain(str(msg.get("text") or "")),
                 created_at=created,
                 kind=kind,
                 thread_id=str(thread_ts) if thread_ts and thread_ts != ts else None,
@@ -738,10 +758,14 @@ class SlackAdapter:
 
     @staticmethod
     def _flag_id(value: object) -> int | None:
-        try:
-            return int(str(value))
-        except ValueError:
+        """The flag a button value or modal ``private_metadata`` names: plain ASCII digits
+        within 1..2**63-1 (what the database can hold), else None (stale or forged)."""
+        if not isinstance(value, str) or not value.isascii() or not value.isdigit():
             return None
+        if len(value.lstrip("0")) > len(str(_MAX_FLAG_ID)):
+            return None
+        flag_id = int(value)
+        return flag_id if 1 <= flag_id <= _MAX_FLAG_ID else None
 
     @staticmethod
     def _click_channel(body: JSON) -> str:
@@ -805,7 +829,10 @@ class SlackAdapter:
         if not self.workflow.is_manager(user):
             await ack(response_action="errors", errors={EDIT_BLOCK_ID: NOT_A_MANAGER})
             return
-        if flag_id is None or not text.strip():
+        if flag_id is None:
+            await ack(response_action="errors", errors={EDIT_BLOCK_ID: FORM_NAMES_NO_FLAG})
+            return
+        if not text.strip():
             await ack(response_action="errors", errors={EDIT_BLOCK_ID: "Write a reply to send."})
             return
         await ack()
@@ -848,7 +875,8 @@ class SlackAdapter:
         name, _, args = str(command.get("text") or "").strip().partition(" ")
         sub = self.commands.get(name) if name else None
         if sub is None:
-            await ack(text=self.commands.help_text(None if name in ("", "help") else name))
+            # Subcommands are matched case-insensitively, ``help`` included.
+            await ack(text=self.commands.help_text(None if name.lower() in ("", "help") else name))
             return
         await ack()
         request = SlashRequest(

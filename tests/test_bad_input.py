@@ -61,10 +61,13 @@ async def test_buttons_naming_a_missing_or_garbled_flag_change_nothing(box: Sand
     # A card-like message whose buttons name flags that do not exist (a stale or forged one).
     posted = await sb.slack_adapter.client.chat_postMessage(channel=FLAGS_CHANNEL, text="old card")
     ts = str(posted["ts"])
-    for value in ("99999", "not-a-number", ""):
+    # Too large for the database (and not ASCII digits) must be refused like the others.
+    values = ("99999", "not-a-number", "", "9" * 20, str(2**63), "١٢")
+    for value in values:
         delivery = await sb.slack.click(FLAGS_CHANNEL, ts, "flag_send", MANAGER, value=value)
         assert delivery.status == 200
-    await sb.slack.wait_for(lambda: len(sb.slack.ephemerals) >= 2, timeout=10)
+    await sb.slack.wait_for(lambda: len(sb.slack.ephemerals) == len(values), timeout=10)
+    assert all(e["user"] == MANAGER for e in sb.slack.ephemerals)
     assert await sb.rt.db.run(lambda s: list(s.scalars(select(Flag)))) == []
     assert sb.discord.bot_messages() == []
 

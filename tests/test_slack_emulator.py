@@ -99,3 +99,30 @@ async def test_url_verification_and_signing_helpers() -> None:
         assert stale.status == 401
         sig = stack.emu.sign("x", 1)
         assert sig.startswith("v0=") and len(sig) == 67
+
+
+async def test_member_text_is_escaped_like_slack_in_events_and_history() -> None:
+    """Slack sends a member's & < > as &amp; &lt; &gt; (its own <@U…> markup stays live)."""
+    async with SlackEmulator(signing_secret=SECRET, bot_token=BOT_TOKEN) as emu:
+        seed_workspace(emu)
+        client = AsyncWebClient(token=BOT_TOKEN, base_url=emu.api_base)
+        typed = "Q&A <sigh> &amp; >"
+        wire = "Q&amp;A &lt;sigh&gt; &amp;amp; &gt;"
+        event = emu.member_message(GENERAL, MEMBER, typed)
+        assert event["text"] == wire
+        assert event["blocks"][0]["elements"][0]["elements"][0]["text"] == typed
+        reply = emu.member_message(GENERAL, MEMBER, "a<b", thread_ts=event["ts"])
+        assert reply["text"] == "a&lt;b"
+        mention = emu.member_message(GENERAL, MEMBER, "<@U0MANAGER> R&amp;D", markup=True)
+        assert mention["text"] == "<@U0MANAGER> R&amp;D"
+
+        history = await client.conversations_history(channel=GENERAL)
+        assert [m["text"] for m in history["messages"]] == [mention["text"], wire]
+        replies = await client.conversations_replies(channel=GENERAL, ts=event["ts"])
+        assert [m["text"] for m in replies["messages"]] == [wire, "a&lt;b"]
+
+        edited = emu.edit_event(GENERAL, event["ts"], "now: x > y & z")
+        assert edited["message"]["text"] == "now: x &gt; y &amp; z"
+        assert edited["previous_message"]["text"] == wire
+        history = await client.conversations_history(channel=GENERAL)
+        assert history["messages"][-1]["text"] == "now: x &gt; y &amp; z"

@@ -84,6 +84,16 @@ class _Fault:
     retry_after: int = 0
 
 
+def slack_escape(text: str) -> str:
+    """What Slack does to what a member types: ``&``, ``<`` and ``>`` become ``&amp;``,
+    ``&lt;`` and ``&gt;`` in the message ``text`` of events and history (``&`` first)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _slack_unescape(text: str) -> str:
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
 def _parse_json_fields(data: Mapping[str, str]) -> JSON:
     """Form bodies carry ``blocks``/``attachments``/``files`` as JSON strings: decode them."""
     out: JSON = dict(data)
@@ -806,14 +816,23 @@ class SlackEmulator:
         text: str,
         *,
         thread_ts: str | None = None,
+        markup: bool = False,
     ) -> JSON:
-        """A member posts in a channel: stored in channel state; returns the event to send."""
+        """A member posts in a channel: stored in channel state; returns the event to send.
+
+        ``text`` is what the member typed: like Slack, the message's ``text`` (in the event
+        and in ``conversations.history``/``replies``) has ``&``, ``<`` and ``>`` escaped.
+        With ``markup=True`` ``text`` is already Slack's wire form (``<@U…>`` mentions,
+        ``<https://…|label>`` links, ``&amp;`` entities) and is used as it is.
+        """
         ch = self.channels[channel]
         ts = self._next_ts()
+        wire = text if markup else slack_escape(text)
+        typed = _slack_unescape(text) if markup else text
         msg: JSON = {
             "type": "message",
             "user": user,
-            "text": text,
+            "text": wire,
             "ts": ts,
             "team": self.team_id,
             "blocks": [
@@ -821,7 +840,7 @@ class SlackEmulator:
                     "type": "rich_text",
                     "block_id": secrets.token_hex(3),
                     "elements": [
-                        {"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}
+                        {"type": "rich_text_section", "elements": [{"type": "text", "text": typed}]}
                     ],
                 }
             ],
@@ -839,17 +858,27 @@ class SlackEmulator:
         return event
 
     async def say(
-        self, channel: str, user: str, text: str, *, thread_ts: str | None = None
+        self,
+        channel: str,
+        user: str,
+        text: str,
+        *,
+        thread_ts: str | None = None,
+        markup: bool = False,
     ) -> tuple[str, Delivery]:
-        """A member posts and Slack delivers the ``message`` event; returns ``(ts, delivery)``."""
-        event = self.member_message(channel, user, text, thread_ts=thread_ts)
+        """A member posts and Slack delivers the ``message`` event; returns ``(ts, delivery)``.
+
+        ``text`` and ``markup`` as for :meth:`member_message`."""
+        event = self.member_message(channel, user, text, thread_ts=thread_ts, markup=markup)
         return event["ts"], await self.send_event(event)
 
-    def edit_event(self, channel: str, ts: str, new_text: str) -> JSON:
-        """The member edits a message: state updated; returns the ``message_changed`` event."""
+    def edit_event(self, channel: str, ts: str, new_text: str, *, markup: bool = False) -> JSON:
+        """The member edits a message: state updated; returns the ``message_changed`` event.
+
+        ``new_text`` is escaped like Slack does unless ``markup`` (see :meth:`member_message`)."""
         msg = self.channels[channel].messages[ts]
         previous = dict(msg)
-        msg["text"] = new_text
+        msg["text"] = new_text if markup else slack_escape(new_text)
         now = self._next_ts()
         msg["edited"] = {"user": msg.get("user"), "ts": now}
         return {
