@@ -135,6 +135,9 @@ class PostCardThreadReply:
     flag_id: int
     text: str
     mention_group: str | None = None
+    while_state: str | None = None
+    """Post only while the flag is still in this state: an SLA reminder that waited in
+    the outbox (the platform was down) is moot once a manager has claimed the flag."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -683,7 +683,7 @@ class FlagService:
                 )
                 self._outbox.enqueue_in(
                     s,
-                    PostCardThreadReply(flag.id, text, policy.oncall_group),
+                    PostCardThreadReply(flag.id, text, policy.oncall_group, while_state="open"),
                     f"remind:{flag.id}:{flag.reminders_sent}",
                 )
                 queries.audit(s, now, "rapport", "reminded", flag.id, text)

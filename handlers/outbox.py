@@ -218,6 +218,14 @@ class Outbox:
             reason = f"malformed: {exc}"
             await self._db.run(lambda s: queries.fail(s, item_id, self._clock.now(), reason))
             return
+        while_state = getattr(action, "while_state", None)
+        if while_state is not None:
+            flag_id = getattr(action, "flag_id", None)
+            state = await self._db.run(lambda s: queries.flag_state(s, flag_id))
+            if state != while_state:  # e.g. a reminder about a flag claimed meanwhile
+                skipped = {"skipped": f"flag is {state}"}
+                await self._db.run(lambda s: queries.finish(s, item_id, self._clock.now(), skipped))
+                return
         executor = self._executors.get(item.platform)
         if executor is None:
             result = ActionResult(

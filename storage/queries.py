@@ -915,6 +915,14 @@ def add_feedback(
     )
 
 
+def flag_state(session: Session, flag_id: int | None) -> str | None:
+    """A flag's state (open, claimed, …), or None when there is no such flag."""
+    if flag_id is None:
+        return None
+    row = session.execute(select(col(Flag.state)).where(col(Flag.id) == flag_id)).first()
+    return str(row[0]) if row else None
+
+
 def has_feedback(session: Session, flag_id: int) -> bool:
     """Whether a manager's decision on this flag is already stored."""
     return (

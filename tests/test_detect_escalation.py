@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from handlers.detect import Detector
 from handlers.detect.escalation import (
     EscalationPolicy,
     IncidentIndex,
@@ -22,10 +23,78 @@ def at(minutes: float) -> datetime:
 
 
 @pytest.mark.parametrize(
-    "text", ["same here", "+1", "me too!", "same issue", "Same.", "not just you"]
+    "text",
+    [
+        "same here",
+        "+1",
+        "me too!",
+        "same issue",
+        "Same.",
+        "not just you",
+        "it's not just you",
+        "No, it’s not just you",
+        "nope, same here",
+        "same issue here, 2 weeks",
+        "having the same problem",
+        "can confirm",
+        "+1, can't log in either",
+        "no reply from support, same here",
+        "same problem, worked fine for me until yesterday",
+    ],
 )
 def test_agreement_phrases(text: str) -> None:
     assert is_agreement(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Not the same issue for me, works fine",
+        "I don't have the same problem",
+        "Nope, not having the same issue here",
+        "I'm not having the same problem",
+        "I’m not having the same problem",
+        "not the same issue for me",
+        "I do not seem to have the same issue",
+        "doesn't look like the same problem to me",
+        "same thing? no, works fine for me",
+    ],
+)
+def test_negated_agreement_is_not_agreement(text: str) -> None:
+    assert not is_agreement(text)
+
+
+def test_members_saying_it_works_for_them_do_not_escalate() -> None:
+    events = [
+        ThreadEvent(at(2), "u2", "Not the same issue for me, works fine"),
+        ThreadEvent(at(4), "u3", "I don't have the same problem"),
+        ThreadEvent(at(6), "u4", "Nope, not having the same issue here"),
+    ]
+    result = escalate("low", events, at(7), original_author="u1")
+    assert not result.raised, result
+    assert result.agreeing_members == 0
+
+
+def test_denials_the_detector_calls_negative_do_not_count_as_agreeing() -> None:
+    """The detector reads "not the same issue for me" as negative; in a thread it still
+    says the member is not affected, so it must not pile on."""
+    denials = [
+        "not the same issue for me",
+        "I'm not having the same problem",
+        "nope, works fine for me",
+    ]
+    events = [
+        ThreadEvent(at(2 * i + 2), f"u{i + 2}", text, is_complaint=True)
+        for i, text in enumerate(denials)
+    ]
+    result = escalate("low", events, at(9), original_author="u1")
+    assert not result.raised, result
+    assert result.agreeing_members == 0
+    # A reply the detector calls negative that neither agrees nor denies still piles on.
+    piled = [
+        ThreadEvent(at(i + 2), f"u{i + 2}", "still broken", is_complaint=True) for i in range(3)
+    ]
+    assert escalate("low", piled, at(9), original_author="u1").agreeing_members == 3
 
 
 @pytest.mark.parametrize("text", ["same time tomorrow?", "thanks, that fixed it", "what happened?"])
@@ -130,3 +199,37 @@ def test_a_long_storm_keeps_matching_and_counts_only_the_window() -> None:
     later = index.add("c1", "the checkout page is down again", at(200), key="fresh")
     assert later == "fresh"
     assert index.incident_sizes("c1", at(200)) == {"fresh": 1}
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("my order arrived broken", "my order arrived late"),
+        ("the app crashes when I open my cart", "the app charges me when I open my cart"),
+        (
+            "Hi team, I have a problem with my account again, can you please help me? "
+            "I cannot log in since yesterday.",
+            "Hi team, I have a problem with my account again, can you please help me? "
+            "I was charged twice for my plan, no refund.",
+        ),
+    ],
+)
+def test_complaints_about_different_things_are_not_one_incident(a: str, b: str) -> None:
+    det = Detector.default()
+    va, vb = det.judge(a), det.judge(b)
+    assert va.is_negative and vb.is_negative
+    assert va.reason != vb.reason  # the detector itself sees two different problems
+    idx = IncidentIndex()
+    ka = idx.add("c", a, at(0), key="A")
+    kb = idx.add("c", b, at(1), key="B")
+    assert ka != kb, (va.reason, vb.reason)
+
+
+def test_true_near_duplicates_still_merge() -> None:
+    index = IncidentIndex()
+    first = index.add("c", "still no refund after 3 weeks", at(0), key="A")
+    assert index.add("c", "3 weeks and still no refund!!", at(3), key="B") == first
+    # A text of stopwords only still matches itself.
+    help_key = index.add("c", "hi team, can you help??", at(4), key="H")
+    assert help_key == "H"
+    assert index.match("c", "Hi team can you help", at(5)) == "H"

@@ -466,3 +466,22 @@ async def test_no_unclaimed_reminder_while_a_reply_is_being_sent(db_url: str) ->
         assert await rt.flags.check_sla() == 0
         await rt.settle()
         assert [a for a in slack.done if isinstance(a, PostCardThreadReply)] == []
+
+
+async def test_a_reminder_that_waited_is_not_posted_once_the_flag_is_claimed(db_url: str) -> None:
+    """Slack was struggling when the SLA passed, so the reminder waited in the outbox; a
+    manager claimed the flag meanwhile: the reminder is moot and is not posted."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, slack, _discord):
+        await rt.core.on_message(message("lawsuit incoming, this is dangerous", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        clock.advance(minutes=16)
+        slack.refuse_with, slack.retryable = "ratelimited", True
+        assert await rt.flags.check_sla() == 1
+        await rt.settle()
+        slack.refuse_with = None
+        assert (await rt.core.claim(flag_id, "M1")).ok
+        clock.advance(minutes=2)  # the outbox retries what waited
+        await rt.settle()
+        assert [a for a in slack.done if isinstance(a, PostCardThreadReply)] == []

@@ -28,9 +28,75 @@ _WORD_RE = re.compile(r"[a-z0-9']+")
 _MENTION_RE = re.compile(r"<@!?\d+>|@\w+|https?://\S+")
 
 
+def _wordset(words: str) -> frozenset[str]:
+    return frozenset(words.split())
+
+
+# A negator shortly before an agreement phrase turns it around ("not the same issue
+# for me", "I don't have the same problem"), as long as only these filler words stand
+# between them; any other word ends the look-back, so "no reply, same here" and "can't
+# log in either, same issue" still agree.
+_NEGATORS = _wordset(
+    "not no nope nah never neither nor cannot dont doesnt didnt isnt arent wasnt werent "
+    "havent hasnt hadnt cant couldnt wont wouldnt shouldnt aint"
+)
+_NEGATION_FILLER = _wordset(
+    "i i'm im me we we're it it's its this that the a an any is am are be been was were "
+    "have has had having get getting got see seeing seen experience experiencing face "
+    "facing run running into exactly quite really actually sure think thinking seem seems "
+    "to like look looks sound sounds for on"
+)
+_NEGATION_LOOKBACK = 6
+_CLAUSE_END_RE = re.compile(r"[.,;:!?()\u2013\u2014-]|\bbut\b", re.IGNORECASE)
+# Phrases that contradict the thread: the member does not have the problem.
+# ("worked fine for me until yesterday" and "used to work for me" are not.)
+_CONTRADICT_RE = re.compile(
+    r"(?:(?<!used to )\b(?:works?|working)\s+"
+    r"(?:(?:just\s+)?(?:fine|ok|okay|great|perfectly|well|normally)\s+)?"
+    r"(?:for|on)\s+(?:me|us|my|our)"
+    r"|(?<!used to work )\b(?:fine|all good|no (?:issues?|problems?)|nothing wrong)\s+"
+    r"(?:here|for me|on my (?:end|side)|on our (?:end|side)))\b"
+    r"(?!\s+(?:until|till|before|earlier|yesterday|last|this morning|an hour ago))"
+    r"|\bcan(?:'t|not| not)\s+reproduce\b",
+    re.IGNORECASE,
+)
+
+
+def _negated(text: str, start: int) -> bool:
+    """Whether a negator stands just before ``start``, within the same clause."""
+    prefix = text[:start]
+    ends = list(_CLAUSE_END_RE.finditer(prefix))
+    if ends:
+        prefix = prefix[ends[-1].end() :]
+    words = _WORD_RE.findall(prefix.lower())
+    for w in reversed(words[-_NEGATION_LOOKBACK:]):
+        if w in _NEGATORS or w.replace("'", "") in _NEGATORS:
+            return True
+        if w not in _NEGATION_FILLER:
+            return False
+    return False
+
+
+def _stance(text: str) -> bool | None:
+    """True if a reply agrees, False if it says it is not affected, None otherwise."""
+    text = text.replace("\u2019", "'")
+    if _CONTRADICT_RE.search(text):
+        return False
+    denied = False
+    for m in _AGREE_RE.finditer(text):
+        if "just you" in m.group().lower() or not _negated(text, m.start()):
+            return True  # "it's not just you" agrees despite its "not"
+        denied = True
+    return False if denied else None
+
+
 def is_agreement(text: str) -> bool:
-    """Whether a reply piles on ("same here", "+1", "me too", "same issue")."""
-    return _AGREE_RE.search(text) is not None
+    """Whether a reply piles on ("same here", "+1", "me too", "same issue").
+
+    Negated agreement ("not the same issue for me", "I'm not having the same problem")
+    and contradictions ("works fine for me") are not agreement.
+    """
+    return _stance(text) is True
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +180,13 @@ def escalate(
         involved.add(e.author_id)
         if not e.is_reaction:
             replies += 1
-        agrees = e.is_reaction or e.is_complaint or is_agreement(e.text)
+        if e.is_reaction:
+            agrees = True
+        else:
+            # A reply the detector calls negative piles on, unless it says the member
+            # is not affected ("not the same issue for me" reads as negative too).
+            stance = _stance(e.text)
+            agrees = stance is True or (e.is_complaint and stance is None)
         if agrees and e.author_id != original_author and e.author_id not in agreeing:
             agreeing.add(e.author_id)
             first_agree = first_agree or e.at
@@ -161,14 +233,43 @@ def escalate(
     )
 
 
-def shingles(text: str, size: int = 2) -> frozenset[str]:
-    """Word unigrams plus ``size``-word shingles, with numbers and mentions blurred.
+# Words that say nothing about what went wrong: function words, greetings and filler,
+# and the generic vocabulary of any complaint ("problem", "still", "again", "please
+# help"). Two complaints sharing only these are not one incident, so they are dropped
+# before shingling; what is left ("order arrived broken") is what gets compared.
+_STOPWORDS = _wordset(
+    """
+    a about above after again against all almost already also am an and any anyone
+    anything are aren't as at be because been before being below between both but by
+    can can't cannot could couldn't did didn't do does doesn't doing don't done
+    during each either even ever every few for from further get gets getting got had
+    hadn't has hasn't have haven't having he her here hers him his how i i'd i'll i'm
+    i've if in into is isn't it it's its itself just keep keeps let me more most much
+    my myself no nope nor not now of on once one only or other our ours over own
+    really same she should shouldn't since so some someone something still such than
+    that that's the their theirs them then there these they this those though through
+    to too under until up us very was wasn't we we're were weren't what what's when
+    where which while who whom why will with won't would wouldn't yet you you're your
+    yours yourself im ive dont doesnt didnt isnt arent wasnt cant wont
+    hi hello hey dear team guys folks everyone anybody please pls plz thanks thank thx
+    help ok okay yes yeah well problem problems issue issues trouble
+    """
+)
 
-    Unigrams keep very short complaints comparable; shingles keep word order mattering
-    for longer ones. Numbers become ``#`` so "3 hours" and "4 hours" match.
+
+def shingles(text: str, size: int = 2) -> frozenset[str]:
+    """Content-word unigrams plus ``size``-word shingles, numbers and mentions blurred.
+
+    Stopwords and generic complaint words are dropped first, so complaints compare on
+    what they are about. Unigrams keep very short complaints comparable; shingles keep
+    word order mattering for longer ones. Numbers become ``#`` so "3 hours" and "4
+    hours" match. A text of stopwords only keeps all its words (it still matches itself).
     """
     low = _MENTION_RE.sub(" ", text.lower().replace("’", "'"))
     words = ["#" if w.isdigit() else w for w in _WORD_RE.findall(low)]
+    content = [w for w in words if w not in _STOPWORDS]
+    if content:
+        words = content
     out = set(words)
     for i in range(len(words) - size + 1):
         out.add(" ".join(words[i : i + size]))
@@ -255,13 +356,17 @@ class IncidentIndex:
         return com
 
     def match(self, community_id: str, text: str, now: datetime) -> str | None:
-        """The incident key of the most similar recent complaint, if similar enough."""
+        """The incident key of the most similar recent complaint, if similar enough.
+
+        The detector's reason is not compared: two wordings of one problem can get
+        different reasons, while the content words already keep different problems apart.
+        """
         return self._match(self._prune(community_id, now), shingles(text))
 
     def _match(self, com: _Community, sh: frozenset[str]) -> str | None:
-        # Shared shingles per candidate, counted in C: common words ("my", "the") post
-        # to every live entry, and a per-posting Python loop was most of a complaint's
-        # matching cost.
+        # Shared shingles per candidate, counted in C: words common in complaints
+        # ("order", "app") post to many live entries, and a per-posting Python loop was
+        # most of a complaint's matching cost.
         postings = com.postings
         shared = Counter(chain.from_iterable([postings[s] for s in sh if s in postings]))
         best_key: str | None = None
@@ -273,7 +378,13 @@ class IncidentIndex:
                 best_key, best = entry.key, sim
         return best_key
 
-    def add(self, community_id: str, text: str, now: datetime, key: str | None = None) -> str:
+    def add(
+        self,
+        community_id: str,
+        text: str,
+        now: datetime,
+        key: str | None = None,
+    ) -> str:
         """Record a complaint; returns its incident key (an existing one if it matches).
 
         ``key`` names a new incident (e.g. the flag id); it is ignored when the text
