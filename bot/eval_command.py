@@ -3,7 +3,9 @@
 The lead wires it into the Typer app; it prints a rich progress bar and a short table,
 then the figures as one JSON object on the very last line (for scripts and CI): keys n,
 precision, recall, f1, macro_f1, msgs_per_s, feedback (rows replayed as decisions),
-feedback_actions and llm_share. Errors are one line on stderr, exit code 2.
+feedback_actions, llm_share and skipped_unlabelled (rows with a missing or blank label,
+left out of every figure; the table says so too). Errors are one line on stderr, exit
+code 2 (a file where no row has a label is one of them).
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from handlers.detect import Detector, EvalInputError, LlmJudge, evaluate, load_labelled_csv
+from handlers.detect import Detector, EvalInputError, LlmJudge, evaluate
+from handlers.detect.evaluate import read_labelled_csv
 
 _PROGRESS_MIN_ROWS = 2000
 
@@ -39,10 +43,12 @@ def eval_detector_command(
     out = Console()
     err = Console(stderr=True)
     try:
-        rows = load_labelled_csv(file, text_column, label_column, positive)
+        labelled = read_labelled_csv(file, text_column, label_column, positive)
     except EvalInputError as exc:
         err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from exc
+    rows = labelled.rows
+    skipped = labelled.skipped_unlabelled
     if feedback < 0 or feedback >= len(rows):
         err.print(
             f"error: --feedback must be between 0 and {len(rows) - 1} for {len(rows)} rows",
@@ -75,7 +81,12 @@ def eval_detector_command(
     else:
         result = evaluate(rows, detector, feedback, llm_judge=judge)
 
-    table = Table(title=f"detector on {file.name} (positive = {positive!r})")
+    # User-provided strings (file name, label) go in as Text: never parsed as Rich markup.
+    rows_word = "row" if skipped == 1 else "rows"
+    table = Table(
+        title=Text(f"detector on {file.name} (positive = {positive!r})"),
+        caption=Text(f"{skipped:,} {rows_word} without a label skipped") if skipped else None,
+    )
     for col in ("n", "precision", "recall", "F1", "macro-F1", "msgs/s", "feedback", "LLM share"):
         table.add_column(col, justify="right")
     table.add_row(
@@ -92,5 +103,10 @@ def eval_detector_command(
     # Plain print: the last line must be exactly one JSON object, unwrapped by Rich.
     # "feedback" is the number of replayed decisions; the buttons' breakdown is beside it.
     actions = {k: v for k, v in result["feedback"].items() if k != "n"}
-    summary = {**result, "feedback": result["feedback"]["n"], "feedback_actions": actions}
+    summary = {
+        **result,
+        "feedback": result["feedback"]["n"],
+        "feedback_actions": actions,
+        "skipped_unlabelled": skipped,
+    }
     print(json.dumps(summary, sort_keys=True))

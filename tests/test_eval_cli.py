@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from bot.sandbox.openai_emulator import OpenAIEmulator
+from handlers.detect.evaluate import read_labelled_csv
 
 ROWS = [
     ("Third week waiting for my refund and nobody answers my emails", "neg"),
@@ -139,3 +140,71 @@ async def test_llm_flag_sends_borderline_rows_to_the_configured_llm(tmp_path: Pa
         sent = len(llm.requests)
     assert 0.0 < result["llm_share"] < 1.0
     assert sent == round(result["llm_share"] * result["n"])
+
+
+def test_a_label_that_looks_like_rich_markup_is_printed_not_parsed(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "data.csv", [("the app crashed again", "[/neg]"), ("love it", "[b]")])
+    proc = _eval(
+        [str(path), "--text-column", "body", "--label-column", "label", "--positive", "[/neg]"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-400:]
+    assert "'[/neg]'" in proc.stdout
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 2
+
+
+def test_rows_without_a_label_are_skipped_and_counted(tmp_path: Path) -> None:
+    path = tmp_path / "missing.csv"
+    path.write_text(
+        "body,label\n"
+        '"Charged twice, no refund",neg\n'
+        '"love it",pos\n'
+        '"the app keeps crashing"\n'  # label field missing
+        '"still waiting",\n'  # label empty
+        '"where is my parcel","  "\n',  # label blank
+        encoding="utf-8",
+    )
+    proc = _eval(
+        [str(path), "--text-column", "body", "--label-column", "label", "--positive", "neg"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert summary["n"] == 2 and summary["skipped_unlabelled"] == 3
+    assert "3 rows without a label skipped" in "\n".join(lines[:-1])
+    # A fully labelled file says 0 and prints no such note.
+    full = _csv(tmp_path / "full.csv", ROWS)
+    proc = _eval(
+        [str(full), "--text-column", "body", "--label-column", "label", "--positive", "neg"],
+        tmp_path,
+    )
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["skipped_unlabelled"] == 0
+    assert "without a label" not in proc.stdout
+
+
+def test_a_file_without_any_label_is_refused_in_one_line(tmp_path: Path) -> None:
+    path = _csv(tmp_path / "unlabelled.csv", [("the app keeps crashing", ""), ("love it", " ")])
+    proc = _eval(
+        [str(path), "--text-column", "body", "--label-column", "label", "--positive", "neg"],
+        tmp_path,
+    )
+    assert proc.returncode == 2
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and "no labelled rows" in err and "Traceback" not in err
+
+
+def test_a_text_field_longer_than_the_csv_default_limit_is_read(tmp_path: Path) -> None:
+    long_text = "still no refund, " * 9000  # ~153k characters, over csv's 131,072 default
+    path = _csv(tmp_path / "long.csv", [(long_text, "neg"), ("love it", "pos")])
+    proc = _eval(
+        [str(path), "--text-column", "body", "--label-column", "label", "--positive", "neg"],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr.strip()
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["n"] == 2
+    # In process: the rows come back whole and the csv module's limit is left as it was.
+    before = csv.field_size_limit()
+    labelled = read_labelled_csv(path, "body", "label", "neg")
+    assert labelled.rows[0] == (long_text, True) and labelled.skipped_unlabelled == 0
+    assert csv.field_size_limit() == before

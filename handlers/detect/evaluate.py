@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import csv
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +27,52 @@ class EvalInputError(Exception):
     """The labelled file cannot be used; the message is one line for the user."""
 
 
-def load_labelled_csv(
+@dataclass(frozen=True, slots=True)
+class LabelledRows:
+    """Rows of ``(text, label == positive)`` and how many rows had no label (left out)."""
+
+    rows: list[tuple[str, bool]]
+    skipped_unlabelled: int = 0
+
+
+# The csv module stores its limit in a C long; 2**31 - 1 fits on every platform.
+_MAX_FIELD_LIMIT = 2**31 - 1
+
+
+@contextmanager
+def _field_size_limit(limit: int) -> Iterator[None]:
+    """Let the csv module read fields up to ``limit`` characters, then restore its limit.
+
+    The limit is process-wide state of the csv module (131,072 by default); it is raised
+    only while one file is read, so other code keeps the default.
+    """
+    previous = csv.field_size_limit()
+    csv.field_size_limit(max(previous, min(limit, _MAX_FIELD_LIMIT)))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(previous)
+
+
+def read_labelled_csv(
     path: Path, text_column: str, label_column: str, positive: str
-) -> list[tuple[str, bool]]:
-    """Rows of ``(text, label == positive)``; raises ``EvalInputError`` on bad input."""
+) -> LabelledRows:
+    """Read a labelled CSV; raises ``EvalInputError`` on bad input.
+
+    A row whose label is missing or blank cannot be scored either way: it is left out
+    and counted in ``skipped_unlabelled`` (not scored as "not positive"). A file with no
+    labelled row at all is refused.
+    """
     if not path.is_file():
         raise EvalInputError(f"file not found: {path}")
+    skipped = 0
+    rows: list[tuple[str, bool]] = []
     try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
+        # No field can be longer than the file itself, so a valid file always fits.
+        with (
+            _field_size_limit(path.stat().st_size + 1),
+            path.open(newline="", encoding="utf-8-sig") as fh,
+        ):
             reader = csv.DictReader(fh)
             columns = reader.fieldnames or []
             if not columns:
@@ -42,17 +82,33 @@ def load_labelled_csv(
                     raise EvalInputError(
                         f"column {col!r} not in {path.name}; available: {', '.join(columns)}"
                     )
-            rows = [
-                (row[text_column] or "", (row[label_column] or "").strip() == positive)
-                for row in reader
-            ]
+            for row in reader:
+                label = (row[label_column] or "").strip()
+                if not label:
+                    skipped += 1
+                    continue
+                rows.append((row[text_column] or "", label == positive))
     except UnicodeDecodeError as exc:
         raise EvalInputError(f"{path} is not UTF-8 text: {exc.reason}") from exc
     except csv.Error as exc:
         raise EvalInputError(f"{path} is not valid CSV: {exc}") from exc
-    if not rows:
+    if not rows and not skipped:
         raise EvalInputError(f"{path} has a header but no rows")
-    return rows
+    if not rows:
+        raise EvalInputError(
+            f"{path} has no labelled rows: column {label_column!r} is empty in all {skipped} rows"
+        )
+    return LabelledRows(rows, skipped)
+
+
+def load_labelled_csv(
+    path: Path, text_column: str, label_column: str, positive: str
+) -> list[tuple[str, bool]]:
+    """Rows of ``(text, label == positive)``; raises ``EvalInputError`` on bad input.
+
+    Rows without a label are left out (``read_labelled_csv`` also says how many).
+    """
+    return read_labelled_csv(path, text_column, label_column, positive).rows
 
 
 def _scores(tp: int, fp: int, fn: int, tn: int, digits: int | None = 4) -> dict[str, float]:

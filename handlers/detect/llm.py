@@ -3,8 +3,13 @@
 The local detector decides clear cases for free. Only messages scoring within a band
 around the community's threshold are sent, so the share reaching the LLM (and its cost)
 stays small and is counted. The answer must be strict JSON in the taxonomy; a timeout,
-an error, malformed JSON, an out-of-taxonomy value, or a sign that the model obeyed
-instructions planted in the message all fall back to the local verdict.
+an error, malformed JSON, an out-of-taxonomy value, a blank rationale, or a sign that
+the model obeyed instructions planted in the message all fall back to the local verdict.
+
+Member text is untrusted: hidden characters are removed before it is checked for
+planted instructions and before it is quoted between the delimiters, so a zero-width
+character can neither hide "ignore previous instructions" from the check nor smuggle a
+closing delimiter past the escaping.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any, Protocol
 from handlers.detect.model import DEFAULT_DATA_DIR, Detector, Verdict
 from handlers.detect.taxonomy import REASONS, SEVERITIES
 from handlers.draft.model import LlmError
+from handlers.draft.untrusted import clean, escape_for_block, neutralise_roles, strip_hidden
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +36,8 @@ _ANSWER_KEYS = frozenset({"is_complaint", "reason", "severity", "rationale"})
 _MAX_TEXT_CHARS = 2000
 _MAX_RATIONALE_CHARS = 200
 
-# Phrases that try to steer a model. In a message they make the LLM's answer suspect
-# (we keep the local verdict); in an answer they show the model followed them.
+# Phrases that show a model was steered. In the model's own rationale any of them means
+# it followed instructions (or talks about them), so the answer is refused.
 _INJECTION_RE = re.compile(
     r"ignore (?:all |any |the )?(?:previous|prior|above|earlier|your) "
     r"|disregard (?:all |any |the )?(?:previous|prior|above|your|instructions)"
@@ -40,6 +46,37 @@ _INJECTION_RE = re.compile(
     r"|(?:respond|answer|reply|output|return) (?:only )?with"
     r"|is_complaint|\"reason\"|\"severity\""
     r"|as instructed|per (?:the|your) instructions|i (?:was|have been) (?:told|instructed)"
+    r"|<<<|>>>",
+    re.IGNORECASE,
+)
+
+# Instructions planted in a member's message (its LLM verdict is then ignored). Narrower
+# than the rationale check: complaints say "I was told my refund would come", "reply
+# with my order number", "they act as if", "you are now charging me twice", so only
+# wording aimed at a model counts here.
+_MEMBER_INJECTION_RE = re.compile(
+    r"\b(?:ignore|disregard|forget)\s+(?:all\s+|any\s+)?(?:of\s+)?(?:the\s+)?"
+    r"(?:previous|prior|above|earlier|preceding|your|system|original)\s+"
+    r"(?:instructions?|prompts?|rules|directions|guidelines|programming|context)\b"
+    r"|\b(?:ignore|disregard|forget)\s+(?:all\s+|everything\s+)?(?:the\s+)?above\b"
+    r"|\b(?:new|updated|override|overriding)\s+(?:system\s+)?(?:instructions?|prompt|rules)\s*:"
+    r"|\bsystem\s+prompt\b|\boverride\s+(?:your|the|all)\s+(?:instructions?|rules|prompt)\b"
+    r"|\byou\s+are\s+now\s+(?:a|an|the|my)\s+(?:\w+\s+)?"
+    r"(?:assistant|ai|bot|model|classifier|judge)\b"
+    r"|\byou\s+are\s+now\s+in\s+(?:developer|dan|jailbreak|god|unrestricted)\s+mode\b"
+    r"|\b(?:dan|jailbreak)\s+mode\b"
+    r"|\b(?:act|behave)\s+as\s+(?:a|an|my|the)\s+(?:\w+\s+)?"
+    r"(?:assistant|ai|bot|model|classifier|judge)\b"
+    r"|\bpretend\s+(?:to\s+be|(?:that\s+)?you(?:'re|\s+are))\s+(?:a|an|the)\s+(?:\w+\s+)?"
+    r"(?:assistant|ai|bot|model|classifier|judge)\b"
+    r"|\b(?:told|instructed|programmed)\s+to\s+(?:classify|categori[sz]e|label)\b"
+    r"|\binstructed\s+to\s+(?:answer|respond|output|ignore|disregard|say|treat)\b"
+    r"|\b(?:classify|categori[sz]e|label|mark|treat|flag)\s+"
+    r"(?:this|it|the\s+(?:above|message|text))(?:\s+message)?\s+as\s+(?:a\s+)?"
+    r"(?:not\s+a\s+complaint|non[-\s]?complaint|no\s+complaint|positive|neutral|harmless|praise)\b"
+    r"|\b(?:respond|answer|reply|output|return)\s+(?:only\s+)?with\s+(?:only\s+)?"
+    r"(?:(?:the|this|a|valid)\s+)?(?:json\b|\{)"
+    r"|is_complaint|\"(?:reason|severity|rationale)\"\s*:"
     r"|<<<|>>>",
     re.IGNORECASE,
 )
@@ -91,9 +128,13 @@ def load_judge_prompt(data_dir: Path = DEFAULT_DATA_DIR) -> str:
 
 
 def _neutralise(text: str) -> str:
-    """Cut the message to size and remove anything that could fake our delimiters."""
-    text = text[:_MAX_TEXT_CHARS]
-    return text.replace("<<<", "‹‹‹").replace(">>>", "›››")
+    """Clean the message, cut it to size and remove anything that could fake our delimiters.
+
+    Hidden characters go first (as for drafting, ``handlers.draft.untrusted``), so one
+    placed inside ``<<<END_COMMUNITY_MESSAGE>>>`` cannot keep it whole past the escaping;
+    then no angle bracket survives and fake chat-role markers are replaced.
+    """
+    return escape_for_block(neutralise_roles(clean(text)[:_MAX_TEXT_CHARS]))
 
 
 def build_judge_messages(
@@ -143,14 +184,23 @@ def parse_llm_answer(answer: Mapping[str, Any] | str | None) -> LlmAnswer | None
         return None
     if not isinstance(rationale, str) or len(rationale) > _MAX_RATIONALE_CHARS:
         return None
-    if _INJECTION_RE.search(rationale):
+    rationale = strip_hidden(rationale).strip()
+    if not rationale:
+        # The rationale is what the card shows for this decision; without one the local
+        # rationale (written for the local decision, maybe the opposite) would show.
         return None
-    return LlmAnswer(is_complaint, str(reason), str(severity), rationale.strip())
+    if _INJECTION_RE.search(clean(rationale)):
+        return None
+    return LlmAnswer(is_complaint, str(reason), str(severity), rationale)
 
 
 def looks_like_injection(text: str) -> bool:
-    """Whether a message tries to instruct a model (its LLM verdict is then ignored)."""
-    return _INJECTION_RE.search(text) is not None
+    """Whether a message tries to instruct a model (its LLM verdict is then ignored).
+
+    Checked on the cleaned text: the model reads straight through zero-width and other
+    hidden characters, so the check must too.
+    """
+    return _MEMBER_INJECTION_RE.search(clean(text)) is not None
 
 
 async def judge_with_llm(
@@ -219,6 +269,6 @@ async def judge_with_llm(
         is_negative=parsed.is_complaint,
         reason=parsed.reason if parsed.is_complaint else "other",
         severity=parsed.severity if parsed.is_complaint else "low",
-        rationale=parsed.rationale or local.rationale,
+        rationale=parsed.rationale,
         source="llm",
     )
