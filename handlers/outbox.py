@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -85,9 +86,13 @@ class Outbox:
         max_attempts: int = 8,
         batch: int = 64,
         rng: random.Random | None = None,
+        lease_s: float = queries.OUTBOX_LEASE_S,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._db = db
         self._clock = clock
+        self.lease_s = lease_s
+        self._sleep = sleep  # between lease renewals; injected so tests need no waiting
         self.card_platform = card_platform
         self.max_attempts = max_attempts
         self._batch = batch
@@ -153,7 +158,13 @@ class Outbox:
 
     # -- running ------------------------------------------------------------------------
     async def recover(self) -> int:
-        n = await self._db.run(queries.recover_running)
+        """Put back work whose claimer died (its lease ran out); returns how many.
+
+        Work a live replica is doing keeps its claim. (``run_once`` also takes over
+        expired claims, so work a dead process held runs again within one lease.)
+        """
+        now = self._clock.now()
+        n = await self._db.run(lambda s: queries.recover_running(s, now))
         if n:
             logger.info("outbox: %d interrupted item(s) will run again", n)
         return n
@@ -166,15 +177,36 @@ class Outbox:
         # Work for a platform with no adapter yet waits in the outbox untouched.
         platforms = sorted(self._executors)
         items = await self._db.run(
-            lambda s: queries.claim_due(s, now, self._batch, platforms=platforms)
+            lambda s: queries.claim_due(
+                s, now, self._batch, platforms=platforms, lease_s=self.lease_s
+            )
         )
         if not items:
             return 0
         lanes: dict[str, list[OutboxRow]] = {}
         for item in items:
             lanes.setdefault(str(item.payload.get("lane", "misc")), []).append(item)
-        await asyncio.gather(*(self._run_lane(lane) for lane in lanes.values()))
+        running = {item.id for item in items if item.id is not None}
+        keeper = asyncio.create_task(self._keep_leases(running))
+        try:
+            await asyncio.gather(*(self._run_lane(lane, running) for lane in lanes.values()))
+        finally:
+            keeper.cancel()
         return len(items)
+
+    async def _keep_leases(self, running: set[int]) -> None:
+        """Renew the claim on work still running every third of a lease, so a slow
+        platform's work is never taken over by another replica while it runs."""
+        while running:
+            await self._sleep(self.lease_s / 3)
+            until = self._clock.now() + timedelta(seconds=self.lease_s)
+            ids = sorted(running)
+            try:
+                await self._db.run(
+                    functools.partial(queries.renew_leases, item_ids=ids, until=until)
+                )
+            except Exception:
+                logger.exception("renewing outbox leases failed")
 
     async def drain(self, max_rounds: int = 1000) -> int:
         """Run until nothing is due (tests and the demo use this)."""
@@ -204,9 +236,12 @@ class Outbox:
         self._stopping = True
         self._wake.set()
 
-    async def _run_lane(self, items: list[OutboxRow]) -> None:
+    async def _run_lane(self, items: list[OutboxRow], running: set[int]) -> None:
         for item in items:
-            await self._run_item(item)
+            try:
+                await self._run_item(item)
+            finally:
+                running.discard(item.id or 0)
 
     async def _run_item(self, item: OutboxRow) -> None:
         assert item.id is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -1059,17 +1059,26 @@ def flags_with_pending_card_update(session: Session, flag_ids: Iterable[int]) ->
     return pending
 
 
+OUTBOX_LEASE_S = 120.0
+"""How long a claim on outbox work holds before another replica may take the work over
+(the claimer renews it while the work runs)."""
+
+
 def claim_due(
     session: Session,
     now: datetime,
     limit: int,
     exclude: Sequence[int] = (),
     platforms: Sequence[str] | None = None,
+    lease_s: float = OUTBOX_LEASE_S,
 ) -> list[Outbox]:
-    """Claim due work. PostgreSQL skips rows another replica holds (FOR UPDATE SKIP LOCKED)."""
+    """Claim due work for ``lease_s`` seconds: pending work, and running work whose
+    claimer stopped renewing its lease (it died). While running, ``due_at`` holds the
+    lease's end. PostgreSQL skips rows another replica is claiming (FOR UPDATE SKIP
+    LOCKED)."""
     query = (
         select(Outbox)
-        .where(col(Outbox.state) == "pending", col(Outbox.due_at) <= now)
+        .where(col(Outbox.state).in_(("pending", "running")), col(Outbox.due_at) <= now)
         .order_by(col(Outbox.id))
         .limit(limit)
     )
@@ -1077,16 +1086,26 @@ def claim_due(
         query = query.where(col(Outbox.id).not_in(list(exclude)))
     if platforms is not None:
         query = query.where(col(Outbox.platform).in_(list(platforms)))
-    if platforms is not None:
-        query = query.where(col(Outbox.platform).in_(list(platforms)))
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True)
     items = list(session.scalars(query))
+    lease_until = now + timedelta(seconds=lease_s)
     for item in items:
         item.state = "running"
         item.attempts += 1
+        item.due_at = lease_until
         session.add(item)
     return items
+
+
+def renew_leases(session: Session, item_ids: Sequence[int], until: datetime) -> None:
+    """Extend the claim on work still running (a slow platform, a rate-limit wait)."""
+    if item_ids:
+        session.execute(
+            update(Outbox)
+            .where(col(Outbox.id).in_(list(item_ids)), col(Outbox.state) == "running")
+            .values(due_at=until)
+        )
 
 
 def finish(session: Session, item_id: int, now: datetime, result: dict[str, Any]) -> None:
@@ -1113,10 +1132,13 @@ def fail(session: Session, item_id: int, now: datetime, error: str) -> None:
     )
 
 
-def recover_running(session: Session) -> int:
-    """Work that was running when the process died goes back to pending."""
+def recover_running(session: Session, now: datetime) -> int:
+    """Work whose claimer died (its lease ran out) goes back to pending. Work another
+    live replica is doing keeps its claim: redoing it would post a reply twice."""
     result = session.execute(
-        update(Outbox).where(col(Outbox.state) == "running").values(state="pending")
+        update(Outbox)
+        .where(col(Outbox.state) == "running", col(Outbox.due_at) <= now)
+        .values(state="pending")
     )
     return int(getattr(result, "rowcount", 0) or 0)
 

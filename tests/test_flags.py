@@ -13,6 +13,8 @@ from bot.app import Runtime, build_runtime
 from bot.settings import Settings
 from handlers.clock import ManualClock
 from handlers.events import (
+    Action,
+    ActionResult,
     MessageKind,
     PostCardThreadReply,
     PostFlagCard,
@@ -20,7 +22,9 @@ from handlers.events import (
     UpdateFlagCard,
 )
 from handlers.judging import DraftJob, DraftResult
-from storage.models import AuditLog, Feedback, Flag, Outbox
+from handlers.outbox import Outbox
+from storage.models import AuditLog, Feedback, Flag
+from storage.models import Outbox as OutboxRow
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
 
 
@@ -237,7 +241,7 @@ async def _outbox_reminders(url: str, clock: ManualClock) -> int:
     async with runtime(url, clock) as (rt, _, _):
         return await rt.db.run(
             lambda s: len(
-                [o for o in s.scalars(select(Outbox)) if o.dedupe_key.startswith("remind:")]
+                [o for o in s.scalars(select(OutboxRow)) if o.dedupe_key.startswith("remind:")]
             )
         )
 
@@ -264,6 +268,10 @@ async def test_work_interrupted_by_a_crash_is_done_once_after_restart(db_url: st
         claimed = await rt.db.run(lambda s: queries.claim_due(s, clock.now(), 10))
         assert [c.kind for c in claimed] and not slack.done
     async with runtime(db_url, clock) as (rt, slack, _):
+        # The dead process's claim holds until its lease runs out, then the work runs.
+        await rt.settle()
+        assert not [a for a in slack.done if isinstance(a, PostFlagCard)]
+        clock.advance(seconds=queries.OUTBOX_LEASE_S + 1)
         await rt.outbox.recover()
         await rt.settle()
         assert len([a for a in slack.done if isinstance(a, PostFlagCard)]) == 1
@@ -485,3 +493,82 @@ async def test_a_reminder_that_waited_is_not_posted_once_the_flag_is_claimed(db_
         clock.advance(minutes=2)  # the outbox retries what waited
         await rt.settle()
         assert [a for a in slack.done if isinstance(a, PostCardThreadReply)] == []
+
+
+class SlowPlatform(RecordingExecutor):
+    """A platform that takes its time over a reply (a rate-limit wait, a slow network)."""
+
+    def __init__(self) -> None:
+        super().__init__("discord")
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def execute(self, action: Action) -> ActionResult:
+        if isinstance(action, ReplyInThread):
+            self.entered.set()
+            await self.release.wait()
+        return await super().execute(action)
+
+
+async def test_a_replica_starting_leaves_work_another_replica_is_doing(db_url: str) -> None:
+    """Replica B starts (a rolling deploy) while replica A is posting a reply: B must not
+    take the reply over and post it a second time."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack, _discord):
+        await rt.core.on_message(message("want a refund now", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        slow = SlowPlatform()
+        rt.outbox.register(slow)  # replica A's Discord
+        assert (await rt.core.send(flag_id, "M1")).ok
+        a = asyncio.create_task(rt.outbox.run_once())
+        await slow.entered.wait()
+
+        b_discord = RecordingExecutor("discord")
+        b = Outbox(rt.db, clock)
+        b.register(b_discord)
+        assert await b.recover() == 0
+        await b.drain()
+
+        slow.release.set()
+        await a
+        replies = [x for x in slow.done + b_discord.done if isinstance(x, ReplyInThread)]
+        assert len(replies) == 1
+
+
+async def test_work_that_runs_long_keeps_its_claim(db_url: str) -> None:
+    """A reply waiting on a slow platform has its lease renewed, so no replica starting
+    later takes it over either."""
+    clock = ManualClock()
+    waiting, tick = asyncio.Event(), asyncio.Event()
+
+    async def one_renewal_per_tick(seconds: float) -> None:
+        waiting.set()
+        await tick.wait()
+        tick.clear()
+        clock.advance(seconds=seconds)
+
+    async with runtime(db_url, clock) as (rt, _slack, _discord):
+        await rt.core.on_message(message("want a refund now", "m1"))
+        await rt.settle()
+        flag_id = (await _flag(rt)).id or 0
+        slow = SlowPlatform()
+        a_outbox = Outbox(rt.db, clock, sleep=one_renewal_per_tick)
+        a_outbox.register(slow)
+        assert (await rt.core.send(flag_id, "M1")).ok
+        a = asyncio.create_task(a_outbox.run_once())
+        await slow.entered.wait()
+        for _ in range(6):  # two leases' worth of time passes while the reply hangs
+            await waiting.wait()
+            waiting.clear()
+            tick.set()
+        await waiting.wait()  # the last renewal is written; the keeper waits again
+        b_discord = RecordingExecutor("discord")
+        b = Outbox(rt.db, clock)
+        b.register(b_discord)
+        assert await b.recover() == 0
+        await b.drain()
+        assert [x for x in b_discord.done if isinstance(x, ReplyInThread)] == []
+        slow.release.set()
+        await a
+        assert len([x for x in slow.done if isinstance(x, ReplyInThread)]) == 1
