@@ -20,8 +20,8 @@ import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
 
 import aiohttp
 import discord
@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 PLATFORM = Platform.DISCORD.value
 MAX_MESSAGE_LEN = 2000
 RECENT_IDS = 10_000
+BACKFILL_CLOCK_MARGIN: Final = timedelta(minutes=2)
 FLAG_COMMAND_NAME = "Flag for follow-up"
 # Member-authored messages; joins, pins, thread-starter echoes and the like are system noise.
 CONVERSATION_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
@@ -326,6 +327,10 @@ class DiscordAdapter(discord.Client):
         self.tree.add_command(flag_menu)
         self._recent: OrderedDict[int, None] = OrderedDict()
         self._backfill_lock = asyncio.Lock()
+        self._session_started: datetime | None = None
+        """When the current gateway session's READY arrived (discord.py dispatches
+        ``connect`` then): the backfill starts from the newest message stored before it,
+        as live messages stored since (on_ready waits for every guild) hide nothing."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._synced = False
 
@@ -436,6 +441,8 @@ class DiscordAdapter(discord.Client):
         if event == "message":
             self._take(args[0])
             return
+        if event == "connect":
+            self._session_started = discord.utils.utcnow()
         super().dispatch(event, *args, **kwargs)
 
     def _take(self, message: discord.Message) -> None:
@@ -559,6 +566,10 @@ class DiscordAdapter(discord.Client):
         (joining a server must not import its whole past). The core's last id for a
         channel covers its threads (thread messages carry the parent's ``channel_id``).
         """
+        # A margin for the clocks of this host and Discord (message times are Discord's):
+        # what it fetches again is recognised and stored once.
+        started = self._session_started
+        before = started - BACKFILL_CLOCK_MARGIN if started is not None else None
         async with self._backfill_lock:
             fed = 0
             for guild in list(self.guilds):
@@ -566,10 +577,9 @@ class DiscordAdapter(discord.Client):
                     gid, cid = str(guild.id), str(channel.id)
                     if not await self.core.is_watched(PLATFORM, gid, cid):
                         continue
-                    last = await self.core.last_message_id(PLATFORM, gid, cid)
-                    if last is None:
+                    after = await self._backfill_start(gid, cid, before)
+                    if after is None:
                         continue
-                    after = int(last)
                     sources: list[discord.TextChannel | discord.Thread] = [
                         t for t in guild.threads if t.parent_id == channel.id
                     ]
@@ -581,6 +591,18 @@ class DiscordAdapter(discord.Client):
                         fed += await self._backfill_one(source, after)
             if fed:
                 logger.info("backfill fed %d missed message(s)", fed)
+
+    async def _backfill_start(self, gid: str, cid: str, before: datetime | None) -> int | None:
+        """The id after which a channel's history is fetched: the newest message stored
+        before the session began, or the session's start itself when every stored
+        message is newer than that; None for a channel with nothing stored (joining a
+        server must not import its whole past)."""
+        last = await self.core.last_message_id(PLATFORM, gid, cid, before)
+        if last is not None:
+            return int(last)
+        if before is None or await self.core.last_message_id(PLATFORM, gid, cid) is None:
+            return None
+        return discord.utils.time_snowflake(before)
 
     async def _backfill_one(self, source: discord.TextChannel | discord.Thread, after: int) -> int:
         fed = 0

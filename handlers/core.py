@@ -432,11 +432,11 @@ class Core:
         return (platform, community_id, channel_id) not in self._unwatched
 
     async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
+        self, platform: str, community_id: str, channel_id: str, before: datetime | None = None
     ) -> str | None:
         await self.flush()
         return await self._db.run(
-            lambda s: queries.last_message_id(s, platform, community_id, channel_id)
+            lambda s: queries.last_message_id(s, platform, community_id, channel_id, before)
         )
 
     async def recent_threads(

@@ -123,8 +123,12 @@ class CommunityCore(Protocol):
     async def is_watched(self, platform: str, community_id: str, channel_id: str) -> bool: ...
 
     async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
-    ) -> str | None: ...
+        self, platform: str, community_id: str, channel_id: str, before: datetime | None = None
+    ) -> str | None:
+        """The newest stored message in a channel (created before ``before``, if given):
+        where a backfill after a gap starts. ``before`` is when the new session began,
+        so live messages stored meanwhile do not hide the gap."""
+        ...
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         """(community, channel) pairs with stored messages, for backfill after downtime."""

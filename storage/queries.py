@@ -572,19 +572,24 @@ def find_message(
 
 
 def last_message_id(
-    session: Session, platform: str, community_id: str, channel_id: str
+    session: Session,
+    platform: str,
+    community_id: str,
+    channel_id: str,
+    before: datetime | None = None,
 ) -> str | None:
-    """The newest stored message in a channel (by creation time), for backfill after a gap."""
+    """The newest stored message in a channel (by creation time, created before
+    ``before`` if given), for backfill after a gap."""
+    query = select(col(Message.message_id)).where(
+        col(Message.platform) == platform,
+        col(Message.community_id) == community_id,
+        col(Message.channel_id) == channel_id,
+        col(Message.deleted_at).is_(None),
+    )
+    if before is not None:
+        query = query.where(col(Message.created_at) < before)
     row = session.execute(
-        select(col(Message.message_id))
-        .where(
-            col(Message.platform) == platform,
-            col(Message.community_id) == community_id,
-            col(Message.channel_id) == channel_id,
-            col(Message.deleted_at).is_(None),
-        )
-        .order_by(col(Message.created_at).desc(), col(Message.id).desc())
-        .limit(1)
+        query.order_by(col(Message.created_at).desc(), col(Message.id).desc()).limit(1)
     ).first()
     return str(row[0]) if row is not None else None
 

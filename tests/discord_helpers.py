@@ -15,6 +15,7 @@ import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -90,12 +91,14 @@ class MemoryCore(NullCore):
         return channel_id not in self.unwatched
 
     async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
+        self, platform: str, community_id: str, channel_id: str, before: datetime | None = None
     ) -> str | None:
         ids = [
             int(r.event.message_id)
             for (p, _), r in self.rows.items()
-            if p == platform and r.event.channel_id == channel_id
+            if p == platform
+            and r.event.channel_id == channel_id
+            and (before is None or r.event.created_at < before)
         ]
         return str(max(ids)) if ids else None
 
@@ -298,6 +301,7 @@ async def running_client(
     core: CommunityCore,
     guild_ids: list[int],
     runtime: Runtime | None = None,
+    guild_ready_timeout: float = 0.02,
     **options: Any,
 ) -> AsyncIterator[DiscordAdapter]:
     """A started adapter, READY, its commands registered; closed on exit.
@@ -310,7 +314,7 @@ async def running_client(
         api_base=emu.api_base,
         gateway_url=emu.gateway_url,
         guild_ids=guild_ids,
-        guild_ready_timeout=0.02,
+        guild_ready_timeout=guild_ready_timeout,
         identify_delay=0,
         **options,
     )

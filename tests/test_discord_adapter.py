@@ -30,6 +30,7 @@ from handlers.events import (
     Target,
 )
 from handlers.ports import CommunityCore
+from tests.core_helpers import until
 from tests.discord_helpers import (
     Community,
     CoreUnderTest,
@@ -364,9 +365,30 @@ async def test_messages_in_an_invalid_session_gap_are_backfilled_once(
     assert {counts[m] for m in expected} == {1}
     assert all(n == 1 for n in counts.values())
     assert await cut.store.stored_count(P, expected) == len(expected)
-    assert emu.identify_count == 2 and client.ready_count == 2
+    await until(lambda: client.ready_count == 2)  # the backfill may finish before on_ready
+    assert emu.identify_count == 2
     # Commands are registered once, not on every READY.
     assert sum(1 for m, p, _ in emu.requests if m == "PUT" and "/commands" in p) == 1
+
+
+async def test_a_gap_is_backfilled_when_live_messages_land_before_on_ready(
+    emu: DiscordEmulator, community: Community, cut: CoreUnderTest
+) -> None:
+    """After an invalid session discord.py fires on_ready only once every guild arrived
+    (or ``guild_ready_timeout`` passed); live messages stored meanwhile are newer than
+    the gap and must not become where the backfill starts."""
+    c = community
+    async with running_client(
+        emu, cut.core, [c.guild_id], cut.runtime, guild_ready_timeout=0.5
+    ) as client:
+        await say_and_wait(emu, cut, c.alice, c.general, "before the gap")
+        async with emu.session_gap():
+            gap = [str(emu.say(c.alice, c.general, f"during the gap {i}")) for i in range(3)]
+        await emu.wait_for_ready(2)
+        await say_and_wait(emu, cut, c.bob, c.general, "live, right after reconnecting")
+        await until(lambda: client.ready_count == 2)
+        await cut.core.wait_until(lambda: all(m in cut.core.new_count() for m in gap))
+        assert await cut.store.stored_count(P, gap) == len(gap)
 
 
 async def test_reconnect_resumes_without_loss(

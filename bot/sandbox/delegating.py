@@ -39,9 +39,9 @@ class DelegatingCore:
         return await self.inner.is_watched(platform, community_id, channel_id)
 
     async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
+        self, platform: str, community_id: str, channel_id: str, before: datetime | None = None
     ) -> str | None:
-        return await self.inner.last_message_id(platform, community_id, channel_id)
+        return await self.inner.last_message_id(platform, community_id, channel_id, before)
 
     async def recent_threads(
         self, platform: str, community_id: str, channel_id: str, since: datetime
@@ -108,7 +108,7 @@ class NullCore:
         return True
 
     async def last_message_id(
-        self, platform: str, community_id: str, channel_id: str
+        self, platform: str, community_id: str, channel_id: str, before: datetime | None = None
     ) -> str | None:
         return None
 
