@@ -167,7 +167,14 @@ def test_judge_stays_fast_after_feedback(detector: Detector) -> None:
 
 def test_an_admin_can_read_which_words_feedback_moved(detector: Detector) -> None:
     _teach(detector, "rail")
-    assert detector.learned_terms("rail") == (["platform"], [])
+    for text in (  # a few more flags, so the lesson stands clear of the display cut-off
+        "still on the platform, 8:15 going nowhere",
+        "the platform is packed and the 8:15 has not moved",
+        "why is the 8:15 stuck at the platform",
+    ):
+        detector.learn("rail", text, True)
+    raising, lowering = detector.learned_terms("rail")
+    assert "platform" in raising and lowering == []
     raids = [
         "brutal raid tonight, wiped 5 times",
         "wiped on the raid boss again, brutal",

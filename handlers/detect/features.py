@@ -1,7 +1,10 @@
 """Fast hand-built features for one chat message.
 
 One regex tokenisation and one pass over the tokens, with dict look-ups only, so the
-detector stays far above the ingestion rate (tens of microseconds per message). The
+detector stays far above the ingestion rate (tens of microseconds per message). Text
+that is not ASCII is checked for curly apostrophes and invisible characters; ASCII
+text skips that. Sentence punctuation is tokenised so a negation
+("no", "didn't") reaches no further than its own clause. The
 output feeds a linear model: token and bigram keys (the "hashed" lexical part, keyed
 by the string itself) plus ``#``-prefixed dense features a human can read.
 """
@@ -31,14 +34,26 @@ from handlers.detect.lexicon import (
 )
 from storage.records import record
 
-_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[!?]")
+# Decimals ("2.5", "1.5hrs") are one token; "." ";" "," "!" "?" are tokens of their own.
+_TOKEN_RE = re.compile(r"[a-z0-9]+(?:'[a-z]+|\.\d+[a-z]*)?|[!?.,;]")
 _STRIP_RE = re.compile(r"@\w+|https?://\S+|www\.\S+|&amp;|&gt;|&lt;")
-_DIGIT_UNIT_RE = re.compile(r"(\d{1,3})(mins?|h|hrs?|hours?|d|days?|wks?|weeks?)$")
+# A number token: "2.5", or a count with its unit attached ("48hrs", "3days", "2yrs").
+# A bare "d" is no unit: "3d printer" and "2d art" are not days.
+_NUMBER_RE = re.compile(r"(\d{1,3}(?:\.\d+)?)(mins?|h|hrs?|hours?|days?|wks?|weeks?|yrs?|years?)?$")
 _CAPS_RE = re.compile(r"\b[A-Z]{4,}\b")
 _POS_EMOJI_RE = re.compile("[" + POSITIVE_EMOJI + "]")
 _NEG_EMOJI_RE = re.compile("[" + NEGATIVE_EMOJI + "]")
-_DIGIT_UNITS = {"h": 1.0, "d": 24.0}
-_VAGUE_DURATIONS = words("hours days weeks months ages forever")
+# Invisible characters that split a word in two ("char\u200bged"): zero-width space,
+# non-joiner, joiner, word joiner, BOM and soft hyphen. (A regex: ``str.translate``
+# with a table costs ten times as much on a chat line.)
+_INVISIBLE_RE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad]")
+_VAGUE_DURATIONS = words("hours days weeks months years ages forever")
+# "in an hour", "within 2 days": a time ahead, not a wait, unless the clause is negated
+# ("hasn't moved in 10 days"). Words that may stand between: "in the next 2 days".
+_AHEAD = words("in within")
+_AHEAD_SKIP = words("a an the next about around roughly just only another over under")
+_SOFT_PUNCT = frozenset(".,;")
+"""Punctuation that may open a message ("... how do I") without being its first word."""
 _SPECIAL: frozenset[str] = frozenset(
     {*WORD_GROUPS, *NUMBER_WORDS, *ORDINALS, *_VAGUE_DURATIONS, "all"}
     | NEGATORS
@@ -82,10 +97,26 @@ class Features:
     shouting: bool
 
 
+def _not_a_wait(toks: list[str], start: int, end: int, negated: bool) -> bool:
+    """Whether the duration ``toks[start..end]`` is a point in time ("3 weeks ago") or,
+    outside a negated clause, a time ahead ("in an hour", "within the next 2 days")."""
+    if end + 1 < len(toks) and toks[end + 1] == "ago":
+        return True
+    if negated:
+        return False
+    j = start - 1
+    while j >= 0 and toks[j] in _AHEAD_SKIP:
+        j -= 1
+    return j >= 0 and toks[j] in _AHEAD
+
+
 def extract(text: str, valence: Mapping[str, float]) -> Features:
     """Turn ``text`` into features; ``valence`` is a word -> VADER valence table."""
+    ascii_text = text.isascii()
+    if not ascii_text and _INVISIBLE_RE.search(text) is not None:
+        text = _INVISIBLE_RE.sub("", text)
     low = text.lower()
-    if "’" in low:
+    if not ascii_text and "’" in low:
         low = low.replace("’", "'")
     if "@" in low or "http" in low or "&" in low or "www" in low:
         low = _STRIP_RE.sub(" ", low)
@@ -98,6 +129,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     vpos = 0.0
     vneg = 0.0
     neg_left = 0
+    negated = False  # a negator earlier in this clause
     negs = 0
     n_you = 0
     n_my = 0
@@ -113,12 +145,17 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     counting = _COUNTING
     for i in range(n_toks):
         t = toks[i]
-        if t == "?":
-            qmarks += 1
-            prev = ""
-            continue
-        if t == "!":
-            excl += 1
+        # Punctuation (the only tokens below "a" that do not start with a digit) ends a
+        # negation's reach; all but a comma also end the bigram chain.
+        if t < "a" and (t < "0" or t > ":"):
+            neg_left = 0
+            negated = False
+            if t == ",":
+                continue
+            if t == "?":
+                qmarks += 1
+            elif t == "!":
+                excl += 1
             prev = ""
             continue
         words += 1
@@ -164,6 +201,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             continue
         if t in NEGATORS:
             neg_left = 3
+            negated = True
             negs += 1
         elif neg_left:
             neg_left -= 1
@@ -177,27 +215,32 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             prev = t  # a person, negator or cue word: no duration or count starts here
             continue
         # Durations ("3 weeks", "an hour", "48hrs") and counts ("2 emails", "third time").
-        num = NUMBER_WORDS.get(t)
+        num: float | None = NUMBER_WORDS.get(t)
         if num is None and t < ":":
             if t.isdigit():
                 num = int(t) if len(t) <= 3 else None
             else:
-                m = _DIGIT_UNIT_RE.match(t)
+                m = _NUMBER_RE.match(t)
                 if m is not None:
                     unit = m.group(2)
-                    h = _DIGIT_UNITS.get(unit) or TIME_UNITS.get(unit, 0.0)
-                    hours = max(hours, int(m.group(1)) * h)
-                    evidence.append(("duration", t))
+                    if unit is None:
+                        num = float(m.group(1))  # a decimal, "2.5"
+                    elif not _not_a_wait(toks, i, i, negated):
+                        hours = max(hours, float(m.group(1)) * TIME_UNITS[unit])
+                        evidence.append(("duration", t))
         if num is not None and i + 1 < n_toks:
-            nxt = toks[i + 1]
-            if nxt in ("more", "whole", "full", "entire") and i + 2 < n_toks:
-                nxt = toks[i + 2]
+            j = i + 1
+            nxt = toks[j]
+            if nxt in ("more", "whole", "full", "entire") and j + 1 < n_toks:
+                j += 1
+                nxt = toks[j]
             unit_h = TIME_UNITS.get(nxt)
             if unit_h is not None:
-                hours = max(hours, num * unit_h)
-                evidence.append(("duration", f"{t} {nxt}"))
+                if not _not_a_wait(toks, i, j, negated):
+                    hours = max(hours, num * unit_h)
+                    evidence.append(("duration", f"{t} {nxt}"))
             elif num >= 2 and nxt in ATTEMPT_NOUNS:
-                attempts = max(attempts, num)
+                attempts = max(attempts, int(num))
                 evidence.append(("attempts", f"{t} {nxt}"))
         elif i + 1 < n_toks:
             nxt = toks[i + 1]
@@ -212,8 +255,10 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
             elif t == "all" and nxt in TIME_UNITS:
                 hours = max(hours, TIME_UNITS[nxt])
                 evidence.append(("duration", f"all {nxt}"))
-        if t in _VAGUE_DURATIONS and (
-            i == 0 or (toks[i - 1] not in NUMBER_WORDS and not toks[i - 1].isdigit())
+        if (
+            t in _VAGUE_DURATIONS
+            and (i == 0 or (toks[i - 1] not in NUMBER_WORDS and not "0" <= toks[i - 1] < ":"))
+            and not _not_a_wait(toks, i, i, negated)
         ):
             hours = max(hours, TIME_UNITS.get(t, 24.0) * 2)
         prev = t
@@ -222,7 +267,9 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
         vals["#" + g] = 1.0 if c == 1 else 1.5
     cues = len(COMPLAINT_GROUPS.intersection(groups)) if groups else 0
     positive = bool(groups) and not POSITIVE_GROUPS.isdisjoint(groups)
-    if hours > 0:
+    if hours >= 1:
+        # Minutes are no wait to complain of by themselves ("brb 10 mins"): they stay in
+        # the evidence ("on hold + 40 minutes") but make no duration cue.
         vals["#dur"] = 1.0
         if hours >= 2:
             vals["#dur_hours"] = 1.0
@@ -251,11 +298,14 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     is_question = qmarks > 0
     if is_question:
         vals["#q"] = 1.0
-    first = toks[0] if toks else ""
+    k = 0
+    while k < n_toks and toks[k] in _SOFT_PUNCT:
+        k += 1
+    first = toks[k] if k < n_toks else ""
     if first in QUESTION_STARTERS:
         vals["#qstart"] = 1.0
         is_question = True
-    if n_toks > 1 and first + " " + toks[1] in INFO_QUESTION_STARTS:
+    if k + 1 < n_toks and first + " " + toks[k + 1] in INFO_QUESTION_STARTS:
         vals["#infoq"] = 1.0
         is_question = True
     if excl:
@@ -274,7 +324,7 @@ def extract(text: str, valence: Mapping[str, float]) -> Features:
     if _CAPS_RE.search(text) is not None:
         shouting = len(_CAPS_RE.findall(text)) >= 2
         vals["#caps"] = 1.5 if shouting else 1.0
-    if not text.isascii():
+    if not ascii_text:
         if _POS_EMOJI_RE.search(text) is not None:
             vals["#emoji_pos"] = 1.0
         if _NEG_EMOJI_RE.search(text) is not None:

@@ -308,6 +308,10 @@ TIME_UNITS: Mapping[str, float] = MappingProxyType(
         "wks": 168.0,
         "month": 720.0,
         "months": 720.0,
+        "yr": 8760.0,
+        "yrs": 8760.0,
+        "year": 8760.0,
+        "years": 8760.0,
     }
 )
 
