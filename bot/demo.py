@@ -250,6 +250,7 @@ async def _scenes(d: Demo) -> None:
         SLACK_MEMBER,
         "I was charged twice for my subscription this month <!channel>. "
         "Please fix this, it's urgent.",
+        markup=True,  # a real @channel, as Slack sends it: the card must not ping anyone
     )
     d.check(await d.wait(lambda: len(sb.cards()) > before), "a card for the Slack complaint")
     sam_card = sb.cards()[-1]["ts"]
