@@ -50,6 +50,13 @@ def delete_of(mid: str, channel: str = "c1") -> MessageEvent:
     return replace(message("", mid, channel=channel), kind=MessageKind.DELETE)
 
 
+def edit_of(text: str, mid: str) -> MessageEvent:
+    """The member edits message ``mid`` a minute after posting it to read ``text``."""
+    return replace(
+        message(text, mid), kind=MessageKind.EDIT, edited_at=datetime(2026, 1, 5, 9, 1, tzinfo=UTC)
+    )
+
+
 async def only(rt: Runtime, model: type) -> list:  # type: ignore[type-arg]
     return await rt.db.run(lambda s: list(s.scalars(select(model))))
 
@@ -142,13 +149,7 @@ async def test_an_edit_refreshes_the_card_with_what_the_member_says_now(db_url: 
         await rt.settle()
         [flag] = await only(rt, Flag)
         posted = len(slack.done)
-        await rt.core.on_message(
-            replace(
-                message("broken again", "m1"),
-                kind=MessageKind.EDIT,
-                edited_at=datetime(2026, 1, 5, 9, 1, tzinfo=UTC),
-            )
-        )
+        await rt.core.on_message(edit_of("broken again", "m1"))
         await rt.settle()
         assert any(isinstance(a, UpdateFlagCard) for a in slack.done[posted:])
         view = await rt.core.card(flag.id)
@@ -160,13 +161,7 @@ async def test_an_edit_that_turns_a_message_into_a_complaint_is_flagged(db_url: 
         await rt.core.on_message(message("order arrived", "m1"))
         await rt.settle()
         assert await only(rt, Flag) == []
-        await rt.core.on_message(
-            replace(
-                message("order arrived broken, I want a refund", "m1"),
-                kind=MessageKind.EDIT,
-                edited_at=datetime(2026, 1, 5, 9, 1, tzinfo=UTC),
-            )
-        )
+        await rt.core.on_message(edit_of("order arrived broken, I want a refund", "m1"))
         await rt.settle()
         [flag] = await only(rt, Flag)
         assert flag.quoted_text == "order arrived broken, I want a refund"
@@ -199,13 +194,7 @@ async def test_an_edit_updates_competitor_mentions(db_url: str) -> None:
         await rt.core.on_message(message("Globex is so much better and cheaper", "m1"))
         await rt.settle()
         assert [m.competitor for m in await only(rt, CompetitorMention)] == ["Globex"]
-        await rt.core.on_message(
-            replace(
-                message("never mind, ignore me", "m1"),
-                kind=MessageKind.EDIT,
-                edited_at=datetime(2026, 1, 5, 9, 1, tzinfo=UTC),
-            )
-        )
+        await rt.core.on_message(edit_of("never mind, ignore me", "m1"))
         await rt.settle()
         assert await only(rt, CompetitorMention) == []
 
