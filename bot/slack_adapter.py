@@ -647,9 +647,14 @@ class SlackAdapter:
         if subtype == "message_changed":
             msg = event.get("message") or {}
             previous = event.get("previous_message") or {}
-            if msg.get("text") == previous.get("text"):
+            if msg.get("subtype") == "tombstone":
+                # A thread parent deleted while it has replies: Slack keeps a tombstone
+                # ("This message was deleted.") in its place, sent as a change.
+                msg, kind = previous or {"ts": msg.get("ts")}, MessageKind.DELETE
+            elif msg.get("text") == previous.get("text"):
                 return  # link unfurls and thread bookkeeping, not a member's edit
-            kind = MessageKind.EDIT
+            else:
+                kind = MessageKind.EDIT
         elif subtype == "message_deleted":
             msg = event.get("previous_message") or {"ts": event.get("deleted_ts")}
             kind = MessageKind.DELETE

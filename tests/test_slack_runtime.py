@@ -197,3 +197,22 @@ async def test_admin_sets_sensitivity_and_competitors_with_slash_commands(
     assert "the default" in await run("sensitivity default")
     await emu.say(GENERAL, MEMBER, "still waiting for that refund")
     await emu.wait_for(lambda: len(top_level(stack)) == 1, timeout=10)
+
+
+async def test_a_thread_parent_deleted_under_its_replies_is_erased(stack: SlackStack) -> None:
+    """Slack keeps a tombstone in place of a deleted parent that has replies and sends a
+    ``message_changed``, not ``message_deleted``: it must erase the message and the card."""
+    emu = stack.emu
+    member_ts, card_ts = await complain(stack, "I want a refund, my card 4111 is on file")
+    await emu.say(GENERAL, OUTSIDER, "me too", thread_ts=member_ts)
+    event = emu.delete_event(GENERAL, member_ts)
+    assert event["subtype"] == "message_changed"  # what Slack sends for such a parent
+    assert (await emu.send_event(event)).status == 200
+    await emu.wait_for(lambda: "4111" not in all_text(emu.message(FLAGS, card_ts)), timeout=10)
+    assert stack.runtime is not None
+    await stack.runtime.settle()
+    row = await stack.runtime.db.run(
+        lambda s: s.scalars(select(Message).where(Message.message_id == member_ts)).one()
+    )
+    assert row.deleted_at is not None and row.text == ""
+    assert "This message was deleted" not in all_text(emu.message(FLAGS, card_ts))

@@ -894,9 +894,39 @@ class SlackEmulator:
         }
 
     def delete_event(self, channel: str, ts: str) -> JSON:
-        """The member deletes a message: removed from state; returns ``message_deleted``."""
-        previous = self.channels[channel].messages.pop(ts)
+        """The member deletes a message: returns the event Slack sends.
+
+        Like Slack, a thread parent that still has replies is not removed: a tombstone
+        ("This message was deleted.", by USLACKBOT) takes its place, announced as
+        ``message_changed``. Any other message is removed and ``message_deleted`` sent.
+        """
+        messages = self.channels[channel].messages
+        previous = messages[ts]
         now = self._next_ts()
+        if previous.get("reply_count"):
+            tombstone = {
+                "type": "message",
+                "subtype": "tombstone",
+                "text": "This message was deleted.",
+                "user": "USLACKBOT",
+                "hidden": True,
+                "ts": ts,
+                "thread_ts": ts,
+                "reply_count": previous["reply_count"],
+            }
+            messages[ts] = tombstone
+            return {
+                "type": "message",
+                "subtype": "message_changed",
+                "hidden": True,
+                "channel": channel,
+                "channel_type": "channel",
+                "ts": now,
+                "event_ts": now,
+                "message": tombstone,
+                "previous_message": previous,
+            }
+        del messages[ts]
         return {
             "type": "message",
             "subtype": "message_deleted",
