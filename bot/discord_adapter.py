@@ -181,7 +181,11 @@ def _failure(exc: BaseException, what: str) -> ActionResult:
         return ActionResult(ok=False, error=f"{what}: {reason} ({code})", retryable=False)
     if isinstance(exc, discord.Forbidden):
         return ActionResult(ok=False, error=f"{what}: missing permissions ({exc.text})")
-    if isinstance(exc, discord.DiscordServerError | discord.RateLimited):
+    if isinstance(exc, discord.DiscordServerError | discord.RateLimited) or (
+        # discord.py gives up on a 429 after five tries, or at once without a Via header
+        # (a Cloudflare ban): both are temporary, so the outbox tries again later.
+        isinstance(exc, discord.HTTPException) and exc.status == 429
+    ):
         return ActionResult(ok=False, error=f"{what}: Discord unavailable ({exc})", retryable=True)
     if isinstance(exc, discord.HTTPException):
         return ActionResult(ok=False, error=f"{what}: rejected ({exc.status} {exc.text})")
@@ -326,6 +330,8 @@ class DiscordAdapter(discord.Client):
         flag_menu.default_permissions = discord.Permissions(manage_messages=True)
         self.tree.add_command(flag_menu)
         self._recent: OrderedDict[int, None] = OrderedDict()
+        self._edit_stamps: OrderedDict[int, str] = OrderedDict()
+        """Message id -> the ``edited_timestamp`` of its last edit taken (bounded)."""
         self._backfill_lock = asyncio.Lock()
         self._session_started: datetime | None = None
         """When the current gateway session's READY arrived (discord.py dispatches
@@ -476,13 +482,20 @@ class DiscordAdapter(discord.Client):
 
     async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
-        # Updates without edited_timestamp are embed unfurls and pins, not edits.
+        # Updates without edited_timestamp are embed unfurls and pins, not edits; so are
+        # those of an edited message that keep its edited_timestamp (a pin, an embed
+        # resolved after the edit).
+        stamp = payload.data.get("edited_timestamp")
         if (
             payload.guild_id is None
-            or payload.data.get("edited_timestamp") is None
+            or stamp is None
             or not self._from_member(message.author)
+            or self._edit_stamps.get(message.id) == stamp
         ):
             return
+        self._edit_stamps[message.id] = str(stamp)
+        if len(self._edit_stamps) > RECENT_IDS:
+            self._edit_stamps.popitem(last=False)
         await self.core.on_message(message_event(message, MessageKind.EDIT))
 
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:

@@ -152,6 +152,27 @@ async def test_edit_arrives_as_edit(
     assert await cut.store.stored_text(P, str(mid)) == "shipping is really slow"
 
 
+async def test_a_pin_or_embed_update_of_an_edited_message_is_not_another_edit(
+    emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
+) -> None:
+    c = community
+    mid = await say_and_wait(emu, cut, c.alice, c.general, "shipping is slow")
+    emu.edit(mid, "shipping is really slow")
+    await cut.core.wait_until(lambda: MessageKind.EDIT in cut.core.kinds(str(mid)))
+    emu.update_without_edit(mid, pinned=True)
+    emu.update_without_edit(mid, embeds=[{"type": "link", "url": "https://example.com"}])
+    emu.edit(mid, "shipping is really, really slow")  # updates reach the core in order
+
+    def edits() -> list[MessageEvent]:
+        return [e for e in cut.core.messages if e.message_id == str(mid) and e.edited_at]
+
+    await cut.core.wait_until(lambda: edits()[-1].text == "shipping is really, really slow")
+    assert [e.text for e in edits()] == [
+        "shipping is really slow",
+        "shipping is really, really slow",
+    ]
+
+
 async def test_delete_arrives_as_delete(
     emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
 ) -> None:
@@ -343,6 +364,21 @@ async def test_rate_limited_post_is_retried_and_delivered(
     ]
     assert statuses == [429, 200]
     assert [p["message"]["content"] for p in emu.bot_messages(c.general)] == ["hi all"]
+
+
+async def test_a_rate_limit_discord_py_gives_up_on_is_retried_later(
+    emu: DiscordEmulator, community: Community, client: DiscordAdapter
+) -> None:
+    """A 429 without Via (a temporary Cloudflare ban) or five 429s in a row: discord.py
+    raises; the reply must wait in the outbox, not be dropped as rejected."""
+    c = community
+    path = rf"/channels/{c.general}/messages$"
+    emu.inject_fault("POST", path, status=429, via=False)
+    banned = await client.executor.execute(PostMessage(target=target(c, c.general), text="a"))
+    assert not banned.ok and banned.retryable, banned
+    emu.inject_fault("POST", path, status=429, times=5, retry_after=0.01)
+    limited = await client.executor.execute(PostMessage(target=target(c, c.general), text="b"))
+    assert not limited.ok and limited.retryable, limited
 
 
 # -- resilience ---------------------------------------------------------------------------

@@ -619,6 +619,14 @@ class DiscordEmulator:
         self.dispatch("MESSAGE_UPDATE", msg)
         self._notify()
 
+    def update_without_edit(self, message_id: int, **fields: object) -> None:
+        """A MESSAGE_UPDATE that is not an edit: a pin, an embed resolved. Discord sends
+        the whole message again, ``edited_timestamp`` unchanged (set if it was edited)."""
+        msg = self.message(message_id)
+        msg.update(fields)
+        self.dispatch("MESSAGE_UPDATE", msg)
+        self._notify()
+
     def delete(self, message_id: int) -> None:
         ch = self.channels[self.message_channel.pop(message_id)]
         ch.messages.pop(message_id)
