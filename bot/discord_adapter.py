@@ -166,7 +166,9 @@ def _allowed_mentions(user_ids: Iterable[str]) -> discord.AllowedMentions:
 
 def _nonce(action: Action, part: int) -> str:
     """Same action, same part → same nonce: with ``enforce_nonce`` Discord returns the first
-    message instead of posting again, so the outbox may retry a half-sent reply safely."""
+    message instead of posting again, so the outbox may retry a half-sent reply safely
+    within the few minutes Discord remembers a nonce (a retry after a longer outage may
+    post a part twice)."""
     digest = hashlib.blake2b(repr((action, part)).encode(), digest_size=12).hexdigest()
     return digest[:25]
 
