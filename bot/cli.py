@@ -50,10 +50,14 @@ def run() -> None:
     """Run the live bot: upgrade the schema, serve /healthz, start the enabled parts."""
     settings = _settings()
     _logging(settings.LOG_LEVEL)
-    from bot.service import serve
+    from bot.service import PartFailed, serve
 
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(settings))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(settings))
+    except PartFailed as exc:
+        typer.echo(f"rapport: stopped: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -113,9 +117,10 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     db.dispose()
 
 
-@db_app.command("downgrade")
+# ignore_unknown_options: "-1" (one step down) is a revision here, not an option.
+@db_app.command("downgrade", context_settings={"ignore_unknown_options": True})
 def db_downgrade(revision: Annotated[str, typer.Argument()]) -> None:
-    """Downgrade the schema to REVISION (e.g. -1)."""
+    """Downgrade the schema to REVISION (e.g. -1, or base)."""
     from storage.db import Database
     from storage.migrate import current, downgrade
 

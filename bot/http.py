@@ -24,12 +24,19 @@ def make_web_app(rt: Runtime, parts: PartsProbe) -> web.Application:
         except Exception as exc:
             logger.warning("health check: database unavailable: %s", exc)
             db_state = "unavailable"
-        body = {
-            "status": "ok" if db_state == "ok" else "degraded",
+        states = parts()
+        # A part that stopped (Discord never connected, its token was rejected) makes the
+        # process unhealthy even though the database answers.
+        failed = sorted(name for name, state in states.items() if state.startswith("failed"))
+        healthy = db_state == "ok" and not failed
+        body: dict[str, object] = {
+            "status": "ok" if healthy else "degraded",
             "database": db_state,
-            "parts": parts(),
+            "parts": states,
         }
-        return web.json_response(body, status=200 if db_state == "ok" else 503)
+        if failed:
+            body["failed"] = failed
+        return web.json_response(body, status=200 if healthy else 503)
 
     web_app = web.Application()
     web_app.router.add_get("/healthz", healthz)

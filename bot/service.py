@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from discord import LoginFailure
 
 from bot.app import Runtime, build_runtime
 from bot.discord_adapter import DiscordAdapter
@@ -22,6 +23,14 @@ from bot.slack_adapter import SlackAdapter
 from storage.leader import LeaderLock
 
 logger = logging.getLogger(__name__)
+
+FAILED = "failed"
+"""A part whose state starts with this has stopped; /healthz then answers 503."""
+
+
+class PartFailed(Exception):
+    """A part failed in a way a restart cannot fix (a rejected token): ``rapport run``
+    stops and exits non-zero instead of running without it."""
 
 
 def start_scheduler(rt: Runtime, leader: LeaderLock, *, sla_every_s: int = 30) -> AsyncIOScheduler:
@@ -51,10 +60,18 @@ async def serve(
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
 
+    for warning in settings.warnings():
+        logger.warning("%s", warning)
+    fatal: list[tuple[str, BaseException]] = []
+
+    def on_fatal(part: str, exc: BaseException) -> None:
+        fatal.append((part, exc))
+        stop.set()
+
     async with build_runtime(settings) as rt:
         parts: dict[str, str] = {"core": "running"}
         web_app = make_web_app(rt, lambda: dict(parts))
-        adapters = await attach_adapters(rt, settings, web_app, parts)
+        adapters = await attach_adapters(rt, settings, web_app, parts, on_fatal=on_fatal)
         runner, port = await start_site(
             web_app, settings.RAPPORT_HTTP_HOST, settings.RAPPORT_HTTP_PORT
         )
@@ -73,10 +90,29 @@ async def serve(
             await stop.wait()
         finally:
             logger.info("shutting down")
-            scheduler.shutdown(wait=False)
-            leader.release()
-            await adapters.close()
-            await runner.cleanup()
+            # Each step on its own: one that fails (the database gone with the leader
+            # lock's connection) must not leave the adapters connected or the port bound.
+            await _shutdown_step("scheduler", lambda: scheduler.shutdown(wait=False))
+            await _shutdown_step("leader lock", leader.release)
+            await _shutdown_step("adapters", adapters.close)
+            await _shutdown_step("http server", runner.cleanup)
+    if fatal:
+        part, exc = fatal[0]
+        raise PartFailed(f"{part}: {_one_line(exc)}") from exc
+
+
+async def _shutdown_step(name: str, step: Callable[[], object]) -> None:
+    try:
+        result = step()
+        if asyncio.iscoroutine(result):
+            await result
+    except Exception:
+        logger.exception("shutdown: %s failed; continuing", name)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 Closer = Callable[[], Awaitable[None]]
@@ -92,8 +128,10 @@ class Adapters:
 
     async def close(self) -> None:
         for close in reversed(self.closers):
-            with contextlib.suppress(Exception):
+            try:
                 await close()
+            except Exception:
+                logger.exception("closing an adapter failed")
 
 
 async def _quietly(work: Awaitable[object]) -> None:
@@ -111,11 +149,16 @@ async def attach_adapters(
     parts: dict[str, str],
     *,
     discord_options: Mapping[str, Any] | None = None,
+    on_fatal: Callable[[str, BaseException], None] | None = None,
 ) -> Adapters:
     """Start the platform adapters the settings enable (before ``web_app`` serves).
 
     ``rapport run`` and the sandbox (demo, tests, benchmarks) both come through here, so
     what the demo shows is the production wiring.
+
+    A part that stops on its own is logged and its state in ``parts`` becomes
+    ``"failed: …"`` (so /healthz answers 503); a rejected Discord token is also passed
+    to ``on_fatal`` (``rapport run`` then stops and exits non-zero).
     """
     adapters = Adapters()
     if settings.slack_enabled:
@@ -134,8 +177,26 @@ async def attach_adapters(
         discord = DiscordAdapter.from_settings(settings, rt.core, **(discord_options or {}))
         rt.outbox.register(discord.executor)
         task = asyncio.create_task(discord.start(settings.DISCORD_TOKEN), name="rapport-discord")
+        closing = False
+
+        def discord_ended(t: asyncio.Task[None]) -> None:
+            if closing or t.cancelled():
+                return
+            exc = t.exception()
+            if exc is None:
+                logger.error("discord: the gateway client stopped; Discord is offline")
+                parts["discord"] = f"{FAILED}: stopped"
+                return
+            logger.error("discord: %s; Discord is offline", _one_line(exc), exc_info=exc)
+            parts["discord"] = f"{FAILED}: {_one_line(exc)}"
+            if isinstance(exc, LoginFailure) and on_fatal is not None:
+                on_fatal("discord", exc)
+
+        task.add_done_callback(discord_ended)
 
         async def close_discord() -> None:
+            nonlocal closing
+            closing = True
             await discord.close()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 10)

@@ -7,15 +7,38 @@ at start-up and not at the first member message.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDERS = frozenset(
     {"", "changeme", "changethis", "xxx", "todo", "your-token-here", "replace-me", "placeholder"}
 )
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+"""The checkout Rapport runs from: the shipped ``prompts/`` folder lives here."""
+
+DEFAULT_PROMPTS_DIR = PROJECT_ROOT / "prompts"
+DEFAULT_KB_DIR = DEFAULT_PROMPTS_DIR / "kb"
+
+# Keys whose presence switches a part on, and optional keys: an empty line in ``.env``
+# (``DISCORD_TOKEN=``, as ``.env.example`` ships them) means "not set", not "set to ''".
+UNSET_WHEN_EMPTY = (
+    "DISCORD_TOKEN",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_FLAGS_CHANNEL",
+    "SLACK_ONCALL_GROUP",
+    "LLM_BASE_URL",
+    "LLM_API_KEY",
+)
+
+SLACK_GROUP_ID = re.compile(r"^S[A-Z0-9]{2,}$")
 
 
 class SettingsError(Exception):
@@ -66,10 +89,28 @@ class Settings(BaseSettings):
 
     RAPPORT_COMPETITORS: str = ""
 
-    RAPPORT_PROMPTS_DIR: Path = Path("prompts")
-    RAPPORT_KB_DIR: Path = Path("prompts/kb")
+    # Empty means the folders shipped with Rapport (found from the code, not from the
+    # current directory); a relative path that is set is read from the current directory.
+    RAPPORT_PROMPTS_DIR: Path = DEFAULT_PROMPTS_DIR
+    RAPPORT_KB_DIR: Path = DEFAULT_KB_DIR
 
     LOG_LEVEL: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    @field_validator(*UNSET_WHEN_EMPTY, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, v: object) -> object:
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("RAPPORT_PROMPTS_DIR", "RAPPORT_KB_DIR", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v: object, info: ValidationInfo) -> object:
+        if isinstance(v, str) and not v.strip():
+            return (
+                DEFAULT_PROMPTS_DIR if info.field_name == "RAPPORT_PROMPTS_DIR" else DEFAULT_KB_DIR
+            )
+        return v
 
     @field_validator("LOG_LEVEL", mode="before")
     @classmethod
@@ -109,7 +150,21 @@ class Settings(BaseSettings):
         return frozenset(m.strip() for m in self.SLACK_MANAGERS.split(",") if m.strip())
 
     def check(self) -> None:
-        """Refuse a part that is switched on without its secrets."""
+        """Refuse a part that is switched on without its secrets, and a missing folder."""
+        prompts = self.RAPPORT_PROMPTS_DIR
+        if not prompts.is_dir():
+            where = "" if prompts.is_absolute() else f" (read from {str(Path.cwd())!r})"
+            raise SettingsError(
+                f"RAPPORT_PROMPTS_DIR: no folder {str(prompts)!r}{where}; "
+                "leave it empty for the prompts shipped with Rapport"
+            )
+        if self.SLACK_ONCALL_GROUP is not None and not SLACK_GROUP_ID.match(
+            self.SLACK_ONCALL_GROUP.strip()
+        ):
+            raise SettingsError(
+                "SLACK_ONCALL_GROUP must be a user group id like S0123ABCD "
+                "(not a @handle or a name); leave it empty for none"
+            )
         if self.discord_enabled and _is_placeholder(self.DISCORD_TOKEN):
             raise SettingsError("DISCORD_TOKEN is empty or a placeholder; set the bot token")
         if self.slack_enabled:
@@ -127,6 +182,17 @@ class Settings(BaseSettings):
             raise SettingsError(
                 "LLM_API_KEY is empty or a placeholder (any value for local servers)"
             )
+
+    def warnings(self) -> list[str]:
+        """Settings that work but are probably not what the operator wants (logged at start)."""
+        found: list[str] = []
+        if self.slack_enabled and not self.managers:
+            found.append(
+                "SLACK_MANAGERS is empty: nobody can act on flag cards in Slack yet. That is "
+                "fine while you look around; set it to the managers' Slack user ids "
+                "(e.g. U012,U034) and restart when you are ready"
+            )
+        return found
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -73,6 +73,8 @@ class BatchWriter(Generic[OpT, ResT]):
         self._task: asyncio.Task[None] | None = None
         self.batches = 0
         self.written = 0
+        self._unsettled = 0
+        """Operations submitted and neither committed nor failed: queued or in flight."""
         self.observers: list[Observer[OpT, ResT]] = []
         """Called on the event loop with each committed batch, before waiters resume."""
 
@@ -87,10 +89,14 @@ class BatchWriter(Generic[OpT, ResT]):
         try:
             await asyncio.wait_for(self.flush(), timeout)
         except TimeoutError:
+            # Count the batch being written too, not only the queue: cancelling the
+            # writer abandons it (its transaction may still commit; nobody will know).
             logger.error(
-                "%s: stopping with %d operation(s) not written: the database is unavailable",
+                "%s: stopping with %d operation(s) not written (%d in flight): "
+                "the database is unavailable",
                 self._name,
-                len(self._pending),
+                self._unsettled,
+                self._unsettled - len(self._pending),
             )
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -113,6 +119,7 @@ class BatchWriter(Generic[OpT, ResT]):
             self.start()
         fut: asyncio.Future[ResT] = asyncio.get_running_loop().create_future()
         self._pending.append((op, fut))
+        self._unsettled += 1
         self._idle.clear()
         self._wake.set()
         return fut
@@ -122,6 +129,7 @@ class BatchWriter(Generic[OpT, ResT]):
         if self._task is None:
             self.start()
         self._pending.append((op, None))
+        self._unsettled += 1
         self._idle.clear()
         self._wake.set()
 
@@ -157,6 +165,7 @@ class BatchWriter(Generic[OpT, ResT]):
                 return False
             if len(batch) == 1:
                 logger.exception("%s: %r failed", self._name, ops[0])
+                self._unsettled -= 1
                 _settle(batch[0][1], None, exc)
                 return True
             # One bad operation must not sink its neighbours: write them one by one.
@@ -169,6 +178,7 @@ class BatchWriter(Generic[OpT, ResT]):
         self._retry_s = RETRY_FIRST_S
         self.batches += 1
         self.written += len(ops)
+        self._unsettled -= len(ops)
         for observe in self.observers:
             observe(ops, results)
         for (_, fut), result in zip(batch, results, strict=True):

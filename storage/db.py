@@ -31,6 +31,13 @@ T = TypeVar("T")
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
 
+# SQLite result codes that say the database cannot be written *now* (the disk is full,
+# the file went read-only, an I/O error, the file cannot be opened): the write itself is
+# fine and succeeds once the operator frees space or fixes the mount. Extended codes
+# (SQLITE_IOERR_WRITE, SQLITE_READONLY_DBMOVED...) count with their base code.
+SQLITE_TRANSIENT_CODES = ("SQLITE_FULL", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_READONLY")
+
+
 class DatabaseBusy(Exception):
     """The database stayed locked past the busy timeout."""
 
@@ -39,16 +46,26 @@ def is_transient(exc: BaseException, *, sqlite: bool) -> bool:
     """Whether ``exc`` says the database is unavailable for now rather than that the
     work itself is wrong: trying the same work again later can succeed.
 
-    A lock held too long, a connection the server dropped, and on PostgreSQL any
-    ``OperationalError`` (server restarting, connection refused, out of connections).
-    SQLite's other ``OperationalError``s (no such table, disk image malformed) are not
-    going away by themselves.
+    A lock held too long, a connection the server dropped, on PostgreSQL any
+    ``OperationalError`` (server restarting, connection refused, out of connections),
+    and on SQLite a full disk, an I/O error, a file that cannot be opened or is
+    read-only. SQLite's other ``OperationalError``s (no such table, disk image
+    malformed) are not going away by themselves.
     """
     if isinstance(exc, DatabaseBusy):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OperationalError) and not sqlite
+    if not sqlite:
+        return isinstance(exc, OperationalError)
+    return _sqlite_error_name(exc).startswith(SQLITE_TRANSIENT_CODES)
+
+
+def _sqlite_error_name(exc: BaseException) -> str:
+    """The SQLite result code name (``SQLITE_FULL``...) behind ``exc``, or ``""``."""
+    orig = exc.orig if isinstance(exc, DBAPIError) else exc
+    name = getattr(orig, "sqlite_errorname", None)
+    return name if isinstance(name, str) else ""
 
 
 def normalise_url(url: str) -> str:

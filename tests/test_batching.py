@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlmodel import Session
 
 from handlers.batching import BatchWriter
@@ -143,3 +144,76 @@ async def test_an_outage_while_splitting_a_bad_batch_keeps_the_order(tmp_path: P
     await writer.flush()
     assert _rows(db) == ["x1", "x2", "x3"]  # x3 did not overtake x2 while it waited
     await writer.stop()
+
+
+async def test_a_full_sqlite_disk_delays_writes_and_loses_none(tmp_path: Path) -> None:
+    # A database that may not grow past its current size: SQLite says "database or disk
+    # is full" (SQLITE_FULL) exactly as on a full disk. Freeing space must lose nothing.
+    limit = {"pages": 1_000_000}
+    db = Database(f"sqlite:///{tmp_path / 'f.db'}")
+
+    @event.listens_for(db.engine, "connect")
+    def _cap(dbapi_conn, _rec):  # type: ignore[no-untyped-def]
+        dbapi_conn.execute(f"PRAGMA max_page_count={limit['pages']}")
+
+    db.call(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")))
+    db.call(lambda s: s.execute(text("INSERT INTO t (v) VALUES ('seed')")))
+    limit["pages"] = db.call(lambda s: s.execute(text("PRAGMA page_count")).scalar())
+    db.engine.dispose()  # the disk is now full
+    pauses: list[float] = []
+
+    async def operator_frees_space_after_two_tries(seconds: float) -> None:
+        pauses.append(seconds)
+        if len(pauses) == 2:
+            limit["pages"] = 1_000_000
+            db.engine.dispose()
+
+    writer: BatchWriter[str, int] = BatchWriter(
+        db, _apply, name="test", sleep=operator_frees_space_after_two_tries
+    )
+    values = [f"m{i}-" + "x" * 3000 for i in range(5)]
+    for v in values:
+        writer.enqueue(v)
+    await writer.flush()
+    assert _rows(db) == ["seed", *values]  # all of them, once, in order
+    assert writer.retries == 2 and pauses == [0.5, 1.0]
+    await writer.stop()
+
+
+def test_sqlite_errors_that_pass_are_transient() -> None:
+    from sqlalchemy.exc import OperationalError
+
+    from storage.db import is_transient
+
+    def err(name: str, message: str) -> OperationalError:
+        orig = sqlite3.OperationalError(message)
+        orig.sqlite_errorname = name  # type: ignore[attr-defined]
+        return OperationalError("INSERT", {}, orig)
+
+    for name in ("SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_CANTOPEN", "SQLITE_READONLY"):
+        assert is_transient(err(name, "x"), sqlite=True), name
+    assert not is_transient(err("SQLITE_ERROR", "no such table: t"), sqlite=True)
+    assert not is_transient(err("SQLITE_CORRUPT", "database disk image is malformed"), sqlite=True)
+
+
+async def test_stop_counts_the_batch_in_flight_as_not_written(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "l.db"
+    db = Database(f"sqlite:///{path}", busy_retry_s=60)
+    db.call(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")))
+    other = sqlite3.connect(path, isolation_level=None)  # another process holds the write lock
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        writer: BatchWriter[str, int] = BatchWriter(db, _apply, name="ingest")
+        for v in ("a", "b", "c"):
+            writer.enqueue(v)
+        await asyncio.sleep(0)  # the writer takes the batch (no clock)
+        writer.enqueue("d")  # and one more waits in the queue
+        with caplog.at_level(logging.ERROR, logger="handlers.batching"):
+            await writer.stop(timeout=0)  # the database stays locked: give up at once
+        msgs = [r.getMessage() for r in caplog.records]
+        assert any("4 operation(s) not written (3 in flight)" in m for m in msgs), msgs
+    finally:
+        other.rollback()
+        other.close()

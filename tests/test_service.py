@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 from pathlib import Path
 
 import httpx
+import pytest
 
+from bot.sandbox.discord_emulator import DiscordEmulator
 from bot.sandbox.slack_emulator import SlackEmulator
-from bot.service import serve
+from bot.service import PartFailed, serve
 from bot.settings import Settings
 
 
@@ -53,3 +56,56 @@ async def test_run_serves_health_and_slack_events(tmp_path: Path) -> None:
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def _discord_ended() -> None:
+    task = next((t for t in asyncio.all_tasks() if t.get_name() == "rapport-discord"), None)
+    if task is not None:
+        await asyncio.wait({task}, timeout=20)
+        assert task.done()
+    await asyncio.sleep(0)  # its done-callbacks run on the next loop turn
+
+
+async def test_discord_that_never_connects_is_logged_and_fails_health(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = _free_port()
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        DATABASE_URL=f"sqlite:///{tmp_path}/run.db",
+        RAPPORT_HTTP_PORT=port,
+        DISCORD_TOKEN="a-token",
+        DISCORD_API_BASE=f"http://127.0.0.1:{_free_port()}/api/v10",  # nothing listens
+    )
+    stop, ready = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(serve(settings, stop=stop, ready=ready))
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.service"):
+            await asyncio.wait_for(ready.wait(), 20)
+            await _discord_ended()
+        assert not task.done(), "a network failure is not fatal: Slack and the core go on"
+        assert any("Discord is offline" in r.getMessage() for r in caplog.records)
+        async with httpx.AsyncClient() as client:
+            resp = await client.get(f"http://127.0.0.1:{port}/healthz")
+        assert resp.status_code == 503
+        body = resp.json()
+        assert body["parts"]["discord"].startswith("failed") and body["failed"] == ["discord"]
+        assert body["database"] == "ok" and body["parts"]["core"] == "running"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_rejected_discord_token_stops_run_with_an_error(tmp_path: Path) -> None:
+    async with DiscordEmulator() as emu:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            DATABASE_URL=f"sqlite:///{tmp_path}/run.db",
+            RAPPORT_HTTP_PORT=_free_port(),
+            DISCORD_TOKEN="a-revoked-token",
+            DISCORD_API_BASE=emu.api_base,
+            DISCORD_GATEWAY_URL=emu.gateway_url,
+        )
+        task = asyncio.create_task(serve(settings, stop=asyncio.Event()))
+        with pytest.raises(PartFailed, match="discord: LoginFailure"):
+            await asyncio.wait_for(task, 30)
