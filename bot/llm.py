@@ -233,6 +233,7 @@ class _CallState:
     http_started: bool = False
     recorded: bool = False  # the breaker has been told this call's outcome
     usage: int | None = None
+    deadline: float | None = None  # event-loop time when the overall deadline fires
 
 
 def _parse_retry_after(headers: httpx.Headers) -> float | None:
@@ -274,6 +275,45 @@ def _status_error(status: int, headers: httpx.Headers, content: bytes) -> LlmUna
     )
 
 
+# The server's own words for an error it reports inside a 200 body ("code" is often a
+# string such as "rate_limit_exceeded", sometimes the HTTP status it meant to send).
+_ERROR_CODE_STATUS = {
+    "rate_limit_exceeded": 429,
+    "insufficient_quota": 429,
+    "server_error": 500,
+    "invalid_api_key": 401,
+}
+
+
+def _body_error(error: object, headers: httpx.Headers) -> LlmUnavailable:
+    """A 200 answer whose body is ``{"error": {...}}``: map it like the status it stands for."""
+    if not isinstance(error, dict):
+        return LlmUnavailable(f"LLM error: {str(error)[:300]}")
+    code = error.get("code") or error.get("type")
+    status: int | None = None
+    if isinstance(code, int) and 400 <= code <= 599:
+        status = code
+    elif isinstance(code, str):
+        status = _ERROR_CODE_STATUS.get(code)
+    detail = str(error.get("message") or error.get("type") or "error")[:300]
+    message = f"HTTP {status}: {detail}" if status is not None else f"LLM error: {detail}"
+    return LlmUnavailable(
+        message,
+        status=status,
+        code=str(code) if code is not None else None,
+        retry_after=_parse_retry_after(headers),
+    )
+
+
+# finish_reason values that mean the text stopped before the answer was complete.
+_INCOMPLETE = {"length": "cut off at the token limit", "content_filter": "cut by a content filter"}
+
+
+def _check_finish(reason: object) -> None:
+    if isinstance(reason, str) and reason in _INCOMPLETE:
+        raise LlmBadResponse(f"answer incomplete: {_INCOMPLETE[reason]} (finish_reason={reason})")
+
+
 def _retryable(exc: LlmError) -> bool:
     return (
         isinstance(exc, LlmUnavailable)
@@ -283,10 +323,16 @@ def _retryable(exc: LlmError) -> bool:
 
 
 def _counts_against_endpoint(exc: LlmError) -> bool:
-    """Whether a failure says the endpoint is unhealthy (a 400 only says our request was)."""
-    if isinstance(exc, LlmUnavailable) and exc.status is not None:
-        return exc.status in (401, 403, 404, 408, 429) or exc.status >= 500
-    return True
+    """Whether a failure says the endpoint is unhealthy: transport errors, timeouts, 5xx
+    and 429 do. A 4xx only says our request (or key) was wrong, and a refusal, an empty
+    or cut-off answer or broken JSON is about this one answer, not about an outage."""
+    if isinstance(exc, LlmTimeout):
+        return True
+    if isinstance(exc, LlmUnavailable):
+        if exc.status is None:
+            return True  # unreachable, connection dropped, in-stream error
+        return exc.status in (408, 429) or exc.status >= 500
+    return False
 
 
 def _content_text(content: object) -> str:
@@ -384,7 +430,7 @@ class OpenAIChatClient:
         self.meter.check(community_id)
         ticket = self.breaker.acquire()
         body = self._body(messages, json_mode)
-        state = _CallState()
+        state = _CallState(deadline=asyncio.get_running_loop().time() + self.config.timeout_s)
         try:
             async with asyncio.timeout(self.config.timeout_s):
                 text = await self._until_open(self._call(body, state, ticket), ticket.opened)
@@ -458,6 +504,12 @@ class OpenAIChatClient:
         self.breaker.success(ticket)
         return text
 
+    @staticmethod
+    def _time_left(state: _CallState) -> float | None:
+        if state.deadline is None:
+            return None
+        return state.deadline - asyncio.get_running_loop().time()
+
     async def _until_open(self, work: Coroutine[Any, Any, T], opened: asyncio.Event) -> T:
         """Run ``work`` but give up with :class:`CircuitOpen` as soon as the breaker opens."""
         task = asyncio.ensure_future(work)
@@ -472,15 +524,23 @@ class OpenAIChatClient:
             return task.result()
         raise CircuitOpen("LLM circuit opened while this call was waiting")
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float | None:
+    def _backoff(
+        self, attempt: int, retry_after: float | None, time_left: float | None = None
+    ) -> float | None:
+        """Seconds to wait before the next try, or None: give up now. A wait that does not
+        fit in what is left of the deadline could only end in a timeout, so it is not slept."""
         jittered = self._rng() * min(
             self.config.backoff_cap_s, self.config.backoff_base_s * (2.0**attempt)
         )
         if retry_after is None:
-            return jittered
-        if retry_after > self.config.max_retry_after_s:
+            delay = jittered
+        elif retry_after > self.config.max_retry_after_s:
             return None
-        return max(retry_after, jittered)
+        else:
+            delay = max(retry_after, jittered)
+        if time_left is not None and delay >= time_left:
+            return None
+        return delay
 
     async def _with_retries(self, body: dict[str, Any], state: _CallState, ticket: _Ticket) -> str:
         while True:
@@ -490,7 +550,7 @@ class OpenAIChatClient:
                 retries_done = state.attempts - 1
                 if not _retryable(exc) or retries_done >= self.config.max_retries:
                     raise
-                delay = self._backoff(retries_done, exc.retry_after)
+                delay = self._backoff(retries_done, exc.retry_after, self._time_left(state))
                 if delay is None:
                     raise
                 logger.info("LLM %s; retry %d in %.2fs", exc, retries_done + 1, delay)
@@ -522,19 +582,9 @@ class OpenAIChatClient:
             raise _status_error(resp.status_code, resp.headers, resp.content)
         try:
             data = resp.json()
-            choice = data["choices"][0]
-            message = choice["message"]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
+        except ValueError as exc:
             raise LlmBadResponse(f"malformed completion: {exc!r}") from None
-        if not isinstance(message, dict):
-            raise LlmBadResponse("malformed completion: message is not an object")
-        if message.get("refusal"):
-            raise LlmBadResponse(f"model refused: {message['refusal']}")
-        state.usage = _total_tokens(data.get("usage"))
-        text = _content_text(message.get("content"))
-        if not text.strip():
-            raise LlmBadResponse("empty completion")
-        return text
+        return _plain_text(data, resp.headers, state)
 
     async def _post_stream(self, body: dict[str, Any], state: _CallState) -> str:
         headers = {**self._headers, "Accept": "text/event-stream"}
@@ -543,9 +593,18 @@ class OpenAIChatClient:
                 raise _status_error(resp.status_code, resp.headers, await resp.aread())
             pieces: list[str] = []
             finished = done = False
+            finish_reason: object = None
+            saw_data = False
+            other: list[str] = []  # non-SSE lines: a plain JSON answer (often an error)
+            other_size = 0
             async for line in resp.aiter_lines():
                 if not line.startswith("data:"):
-                    continue  # blank separators, ": keep-alive" comments, "event:" lines
+                    # blank separators, ": keep-alive" comments, "event:" lines
+                    if not saw_data and other_size < _MAX_PLAIN_BODY:
+                        other.append(line)
+                        other_size += len(line)
+                    continue
+                saw_data = True
                 payload = line[5:].strip()
                 if payload == "[DONE]":
                     done = True
@@ -570,12 +629,49 @@ class OpenAIChatClient:
                     pieces.append(_content_text(delta.get("content")))
                     if choice.get("finish_reason"):
                         finished = True
+                        finish_reason = choice["finish_reason"]
+            if not saw_data and "".join(other).strip():
+                # Not an event stream: the server answered with one JSON body instead
+                # (an error object, or a whole completion when it ignores "stream").
+                try:
+                    data = json.loads("\n".join(other))
+                except ValueError:
+                    data = None
+                if isinstance(data, dict):
+                    return _plain_text(data, resp.headers, state)
         if not (done or finished):
             raise LlmBadResponse("stream ended before the answer was complete")
+        _check_finish(finish_reason)
         text = "".join(pieces)
         if not text.strip():
             raise LlmBadResponse("empty completion")
         return text
+
+
+_MAX_PLAIN_BODY = 1_000_000
+
+
+def _plain_text(data: object, headers: httpx.Headers, state: _CallState) -> str:
+    """The text of a non-streamed completion body, or the error it reports."""
+    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        raise _body_error(data["error"], headers)
+    if not isinstance(data, dict):
+        raise LlmBadResponse("malformed completion: body is not an object")
+    try:
+        choice = data["choices"][0]
+        message = choice["message"]
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LlmBadResponse(f"malformed completion: {exc!r}") from None
+    if not isinstance(message, dict):
+        raise LlmBadResponse("malformed completion: message is not an object")
+    if message.get("refusal"):
+        raise LlmBadResponse(f"model refused: {message['refusal']}")
+    state.usage = _total_tokens(data.get("usage"))
+    _check_finish(choice.get("finish_reason") if isinstance(choice, dict) else None)
+    text = _content_text(message.get("content"))
+    if not text.strip():
+        raise LlmBadResponse("empty completion")
+    return text
 
 
 def _total_tokens(usage: object) -> int | None:

@@ -332,3 +332,149 @@ async def test_client_serves_as_the_detectors_llm_judge(emu: OpenAIEmulator) -> 
         with pytest.raises(LlmUnavailable):
             await client.judge("text", context)
         assert await client.judge("text", context) is None  # breaker open: quietly no answer
+
+
+# -- answer shapes the emulator does not send (httpx.MockTransport) -----------------------
+def mock_client(handler: object, **kw: object) -> tuple[OpenAIChatClient, RecordingSleep]:
+    sleep = RecordingSleep()
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+    config = LlmConfig(base_url="http://llm.test/v1", api_key="k", **kw)  # type: ignore[arg-type]
+    return OpenAIChatClient(config, http=http, sleep=sleep, rng=lambda: 0.5), sleep
+
+
+def completion(content: str | None, finish: str = "stop", refusal: str | None = None) -> dict:
+    return {
+        "id": "x",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content, "refusal": refusal},
+                "finish_reason": finish,
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5, "total_tokens": 10},
+    }
+
+
+def sse(*chunks: tuple[dict, str | None]) -> bytes:
+    lines = [
+        "data: "
+        + json.dumps(
+            {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+        + "\n\n"
+        for delta, finish in chunks
+    ]
+    return ("".join(lines) + "data: [DONE]\n\n").encode()
+
+
+CUT_OFF = "Hi Dana, sorry about the double charge. Our billing team will"
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+async def test_cut_off_plain_answer_is_a_bad_response(finish: str) -> None:
+    client, _ = mock_client(lambda r: httpx.Response(200, json=completion(CUT_OFF, finish)))
+    async with client:
+        with pytest.raises(LlmBadResponse, match=f"finish_reason={finish}"):
+            await client.complete(MESSAGES, community_id="c")
+        assert client.breaker.state == "closed"
+
+
+@pytest.mark.parametrize("finish", ["length", "content_filter"])
+async def test_cut_off_streamed_answer_is_a_bad_response(finish: str) -> None:
+    body = sse(
+        ({"role": "assistant", "content": ""}, None), ({"content": CUT_OFF}, None), ({}, finish)
+    )
+    headers = {"content-type": "text/event-stream"}
+    client, _ = mock_client(
+        lambda r: httpx.Response(200, content=body, headers=headers), stream=True
+    )
+    async with client:
+        with pytest.raises(LlmBadResponse, match=f"finish_reason={finish}"):
+            await client.complete(MESSAGES, community_id="c")
+
+
+async def test_200_with_an_error_body_keeps_the_servers_error() -> None:
+    error = {
+        "error": {
+            "message": "Rate limit reached for gpt-4o-mini",
+            "type": "requests",
+            "param": None,
+            "code": "rate_limit_exceeded",
+        }
+    }
+    client, sleep = mock_client(lambda r: httpx.Response(200, json=error), max_retries=1)
+    async with client:
+        with pytest.raises(LlmUnavailable) as info:
+            await client.complete(MESSAGES, community_id="c")
+    assert "Rate limit reached" in str(info.value)
+    assert info.value.status == 429 and info.value.code == "rate_limit_exceeded"
+    assert len(sleep.delays) == 1  # mapped like a 429: retried once
+
+
+async def test_stream_request_answered_with_a_plain_json_error_keeps_the_error() -> None:
+    error = {
+        "error": {
+            "message": "Incorrect API key provided",
+            "type": "invalid_request_error",
+            "code": "invalid_api_key",
+        }
+    }
+    client, sleep = mock_client(lambda r: httpx.Response(200, json=error), stream=True)
+    async with client:
+        with pytest.raises(LlmUnavailable, match="Incorrect API key") as info:
+            await client.complete(MESSAGES, community_id="c")
+    assert info.value.code == "invalid_api_key" and sleep.delays == []
+
+
+async def test_stream_request_answered_with_a_whole_completion_is_accepted() -> None:
+    client, _ = mock_client(lambda r: httpx.Response(200, json=completion("Hello!")), stream=True)
+    async with client:
+        assert await client.complete(MESSAGES, community_id="c") == "Hello!"
+        assert client.meter.used("c") == 10
+
+
+async def test_retry_after_longer_than_the_deadline_fails_at_once(emu: OpenAIEmulator) -> None:
+    emu.retry_after_s = 25.0  # under max_retry_after_s (30), over the 20 s deadline
+    emu.fail_next(Fault.RATE_LIMIT)
+    emu.queue_answers("too late anyway")
+    sleep = RecordingSleep()
+    async with make_client(emu, sleep=sleep, timeout_s=20.0) as client:
+        with pytest.raises(LlmUnavailable) as info:
+            await client.complete(MESSAGES, community_id="c")
+    assert info.value.status == 429 and info.value.retry_after == 25.0
+    assert sleep.delays == [] and emu.request_count == 1
+
+
+async def test_refusals_and_empty_answers_do_not_open_the_breaker() -> None:
+    answers = [completion(None, refusal="I'm sorry, I can't help with that."), completion("  ")]
+    calls = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        return httpx.Response(200, json=answers[calls % 2])
+
+    client, _ = mock_client(handler, breaker_threshold=2)
+    async with client:
+        for _ in range(6):
+            with pytest.raises(LlmBadResponse):
+                await client.complete(MESSAGES, community_id="c")
+        assert client.breaker.state == "closed" and client.breaker.times_opened == 0
+
+
+async def test_a_rejected_key_does_not_open_the_breaker(emu: OpenAIEmulator) -> None:
+    config = LlmConfig(base_url=emu.base_url, api_key="sk-wrong", breaker_threshold=2)
+    async with OpenAIChatClient(config, sleep=RecordingSleep()) as client:
+        for _ in range(3):
+            with pytest.raises(LlmUnavailable):
+                await client.complete(MESSAGES, community_id="c")
+        assert client.breaker.state == "closed"
+    assert emu.request_count == 3

@@ -10,6 +10,7 @@ Nothing here is posted: a human approves every draft.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -38,7 +39,7 @@ from handlers.draft.prompting import (
     PromptTemplates,
     QuotedLine,
 )
-from handlers.draft.sanitize import sanitize
+from handlers.draft.sanitize import fold, sanitize
 from handlers.draft.untrusted import clean, quote_untrusted
 from handlers.judging import DraftJob, DraftResult
 from handlers.ports import KB_SOURCES_PREFIX
@@ -46,9 +47,25 @@ from handlers.ports import KB_SOURCES_PREFIX
 logger = logging.getLogger(__name__)
 
 DraftKind = Literal["llm", "template"]
+# Run on the cleaned, folded answer (no zero-width characters, look-alikes mapped, lower
+# case), so "RPT-\u200bSYS" or full-width brackets do not hide a leak.
 _LEAK = re.compile(
-    re.escape(SYSTEM_CANARY) + "|</?(?:" + "|".join((MEMBER_TAG, CONTEXT_TAG, KB_TAG)) + ")>"
+    re.escape(SYSTEM_CANARY.lower())
+    + r"|<\s*/?\s*(?:"
+    + "|".join((MEMBER_TAG, CONTEXT_TAG, KB_TAG))
+    + r")\s*>"
 )
+_CANARY_ALNUM = re.sub(r"[^a-z0-9]", "", SYSTEM_CANARY.lower())
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+# An answer that repeats this many consecutive words of the system prompt is reciting it.
+# Runs inside one "- …" rule line do not count: a rule tells the model what to say
+# ("ask for details only through a private channel (DM or the support form), never in
+# public"), and following it word for word is not a leak; reciting spans lines.
+PROMPT_ECHO_WORDS = 10
+_WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+# Quoted examples in the prompt (e.g. 'our billing team will check your order today') are
+# wording the model is asked to imitate: echoing one is not a leak.
+_QUOTED_EXAMPLE = re.compile(r"(?<![\w'])'[^'\n]{3,300}'(?![\w'])|\"[^\"\n]{3,300}\"")
 _PREAMBLE = re.compile(r"^\s*(?:(?:suggested |draft(?:ed)? )?reply|answer|response)\s*:\s*", re.I)
 
 
@@ -78,6 +95,46 @@ class Draft:
     warnings: tuple[str, ...] = ()
     sources: tuple[str, ...] = ()  # knowledge-base sections used
     fallback_reason: str | None = None  # why a template was used, when it was
+
+
+@functools.lru_cache(maxsize=32)
+def _prompt_runs(system_prompt: str, n: int = PROMPT_ECHO_WORDS) -> frozenset[tuple[str, ...]]:
+    """Every run of ``n`` consecutive words in the system prompt, except runs inside one
+    rule line and runs through a quoted example."""
+    words: list[str] = []
+    line_of: list[int] = []  # per word: its rule line's number, or -1 outside rules
+    for number, line in enumerate(fold(clean(system_prompt)).splitlines()):
+        rule = number if line.lstrip().startswith("-") else -1
+        for k, part in enumerate(_QUOTED_EXAMPLE.split(line)):
+            if k:
+                words.append("")  # where an example was: no run goes through it
+                line_of.append(rule)
+            found = _WORD.findall(part)
+            words += found
+            line_of += [rule] * len(found)
+    runs: set[tuple[str, ...]] = set()
+    for i in range(len(words) - n + 1):
+        run = tuple(words[i : i + n])
+        if "" in run or (line_of[i] >= 0 and line_of[i] == line_of[i + n - 1]):
+            continue
+        runs.add(run)
+    return frozenset(runs)
+
+
+def leaks_prompt(answer: str, system_prompt: str, n: int = PROMPT_ECHO_WORDS) -> str | None:
+    """Why ``answer`` looks like it repeats the system prompt, or None.
+
+    Checks the cleaned, folded text for the marker (also with its separators changed) or
+    one of our block tags, and for any run of ``n`` consecutive words of the prompt.
+    """
+    probe = fold(clean(answer))
+    if _LEAK.search(probe) or _CANARY_ALNUM in _NOT_ALNUM.sub("", probe):
+        return "answer repeats the prompt's hidden parts"
+    runs = _prompt_runs(system_prompt, n)
+    words = _WORD.findall(probe)
+    if any(tuple(words[i : i + n]) in runs for i in range(len(words) - n + 1)):
+        return "answer repeats the system prompt"
+    return None
 
 
 def _utc_now() -> datetime:
@@ -205,8 +262,9 @@ class Drafter:
         messages = self.templates.messages(data, brand, today=self.clock().date())
         answer = await model.complete(messages, community_id=req.community_id)
 
-        if _LEAK.search(answer):
-            raise LlmBadResponse("answer repeats the prompt's hidden parts")
+        leak = leaks_prompt(answer, messages[0]["content"])
+        if leak:
+            raise LlmBadResponse(leak)
         answer = _PREAMBLE.sub("", answer.strip()).strip().strip('"').strip()
         restored, put_back, dropped = vault.restore(answer, origins=("member",))
         if not restored.strip():

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from handlers.detect.lexicon import NUMBER_WORDS, ORDINALS, TIME_UNITS
+
 logger = logging.getLogger(__name__)
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
@@ -27,13 +29,27 @@ _STOPWORDS = frozenset(
     "its me my no not of on or our so that the their them there they this to was we what "
     "when where which who why will with you your yours i'm im ive just still".split()
 )
+# Numbers, times and filler words say nothing about a complaint's topic: "two days" must
+# not pull in "Two-factor authentication", nor "every time" the "Feature requests" page.
+# The detector's word lists already name numbers, ordinals and time units.
+_NOISE_WORDS = frozenset(
+    {*NUMBER_WORDS, *ORDINALS, *TIME_UNITS}
+    | frozenset(
+        "zero forty fifty hundred thousand first half time times today tonight yesterday "  # noqa: SIM905
+        "tomorrow morning afternoon evening weekend monday tuesday wednesday thursday "
+        "friday saturday sunday again ago after before since until already yet now then "
+        "soon later lately recently every ever always up out ve ll re get got went go "
+        "going also even really very".split()
+    )
+)
+_NUMBER = re.compile(r"\d+(?:st|nd|rd|th|s)?")
 
 
 def tokenize(text: str) -> list[str]:
     """Lower-cased words without stop words, with a light plural/-ing/-ed stemmer."""
     out: list[str] = []
     for word in _WORD.findall(text.lower()):
-        if word in _STOPWORDS or len(word) < 2:
+        if word in _STOPWORDS or word in _NOISE_WORDS or len(word) < 2 or _NUMBER.fullmatch(word):
             continue
         for suffix in ("ing", "ed", "es", "s"):
             if len(word) > len(suffix) + 3 and word.endswith(suffix):
@@ -123,20 +139,36 @@ class KnowledgeBase:
                 logger.exception("cannot read knowledge base file %s", path)
         return cls(sections)
 
-    def search(self, query: str, k: int = 3, *, min_share: float = 0.5) -> list[Snippet]:
+    def search(
+        self, query: str, k: int = 3, *, min_share: float = 0.5, min_terms: int = 1
+    ) -> list[Snippet]:
         """Up to ``k`` sections, best first, each scoring at least ``min_share`` of the
         best: a section that shares one common word with a complaint ("email" in a
         refund complaint and in "Password reset") would only mislead the draft and the
-        card's list of sources."""
+        card's list of sources.
+
+        ``min_terms`` is an absolute floor on top of that relative one: a section must
+        share at least that many distinct content words with the query (all of them
+        when the query has fewer), otherwise the best of several poor matches would
+        still be quoted."""
         terms = tokenize(query)
         if not self.sections or not terms or k <= 0:
             return []
         scores = self._bm25.scores(terms)
-        ranked = sorted(range(len(scores)), key=lambda i: scores[i], reverse=True)
+        distinct = set(terms)
+        need = min(max(1, min_terms), len(distinct))
+        relevant = [
+            i
+            for i in range(len(scores))
+            if scores[i] > 0 and sum(t in self._bm25.docs[i] for t in distinct) >= need
+        ]
+        if not relevant:
+            return []
+        ranked = sorted(relevant, key=lambda i: scores[i], reverse=True)
         floor = scores[ranked[0]] * min_share
         out: list[Snippet] = []
         for i in ranked[:k]:
-            if scores[i] <= 0 or scores[i] < floor:
+            if scores[i] < floor:
                 break
             s = self.sections[i]
             out.append(Snippet(s.source, s.title, s.text, scores[i]))
@@ -181,5 +213,13 @@ class KnowledgeStore:
         self._resolved[community_id] = (now, cached[1])
         return cached[1]
 
-    def search(self, community_id: str, query: str, k: int = 3) -> list[Snippet]:
-        return self.get(community_id).search(query, k)
+    def search(
+        self, community_id: str, query: str, k: int = 3, *, min_terms: int = 2
+    ) -> list[Snippet]:
+        """Sections sharing at least ``min_terms`` distinct content words with the query.
+
+        Two, because the drafter's query always carries the flag's reason words
+        ("customer service", "product defect") next to the member's text: one shared
+        word is then too often a coincidence ("service" in the status-page section), and
+        a "rare word" exemption would let exactly those coincidences through."""
+        return self.get(community_id).search(query, k, min_terms=min_terms)

@@ -257,6 +257,11 @@ def _links(text: str, allowed: tuple[str, ...], warn: list[str]) -> str:
             label = text[m.start("alabel") : m.end("alabel")] if groups.get("alabel") else ""
             ok, host = _domain_allowed(url, allowed)
             if ok:
+                # The label is shown as text: a link inside it is a link like any other.
+                if label:
+                    inner = _links(label, allowed, warn)
+                    if inner != label:
+                        spans.append((m.start("alabel"), m.end("alabel"), inner))
                 continue
             spans.append((m.start(), m.end(), label if label.strip() else LINK_REMOVED))
         else:
@@ -273,9 +278,20 @@ def _links(text: str, allowed: tuple[str, ...], warn: list[str]) -> str:
 
 
 def _kept_link_spans(text: str, allowed: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Where the *addresses* of links are. Only the address is exempt from the personal
+    data check: a label is shown as text, so someone else's number in it is removed."""
     folded = fold(text)
     regex = _link_finder(folded, allowed)
-    return [(m.start(), m.end()) for m in regex.finditer(folded)] if regex else []
+    if regex is None:
+        return []
+    spans: list[tuple[int, int]] = []
+    for m in regex.finditer(folded):
+        groups = m.groupdict()
+        for group in ("mdurl", "aurl", "url"):
+            if groups.get(group) is not None:
+                spans.append((m.start(group), m.end(group)))
+                break
+    return spans
 
 
 # -- personal data --------------------------------------------------------------------
@@ -336,19 +352,28 @@ PROMISE_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
     "refund": (
         "a refund",
         re.compile(
-            r"\b(?:we|i)(?:'ll| will| have|'ve| are going to| am going to| can(?!'t|not)| shall)"
-            r"(?: (?:be )?(?:happy|glad) to| also| now| personally| gladly)?"
-            r" (?:refund|reimburs\w*|(?:issue|process|send|give|pay|get|arrange)\w*"
+            r"\b(?:we|i)(?:'ll| will|'d| would| have|'ve| are going to| am going to"
+            r"| can(?!'t|not)| shall|'re| are|'m| am)"
+            r"(?: (?:be )?(?:happy|glad|pleased) to| also| now| personally| gladly| certainly)?"
+            r" (?:refund|reimburs\w*|(?:issu|process|send|giv|pay|get|arrang)\w*"
             r"[^.!?\n]{0,30}?\b(?:refund\w*|money back|reimburs\w*))"
             r"|\byou(?:'ll| will) (?:get|receive|be (?:getting|given|refunded))"
             r"[^.!?\n]{0,30}?\b(?:refund\w*|money back|reimburs\w*)"
+            # "…will be refunded", "you're refunded", "is being reimbursed"
+            r"|\b(?:will|shall|'ll|is being|are being|you're|you are|you get|you'll get)"
+            r" (?:be )?(?:fully |promptly |completely )?(?:refunded|reimbursed)"
             r"|\b(?:refund(?:ed)? you|full refund|(?:refund|reimbursement) "
             r"(?:has been|is being|will be) (?:issued|processed|sent|approved))\b"
         ),
     ),
     "compensation": (
         "compensation",
-        re.compile(r"\b(?:compensat\w*|make (?:it|this|that) up to you|goodwill gesture)\b"),
+        re.compile(
+            r"\b(?:compensat\w*|make (?:it|this|that) up to you|goodwill gesture"
+            r"|(?:cover|pay for|pick up) (?:the |all |any |your )?(?:full |whole |entire )?"
+            r"(?:costs?|bill|expenses?|fees?|repairs?|damages?)"
+            r"|at (?:our|no) (?:own )?(?:extra |additional )?(?:expense|cost|charge))\b"
+        ),
     ),
     "credit": (
         "account credit",
@@ -358,7 +383,7 @@ PROMISE_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
         "a discount or freebie",
         re.compile(
             r"\b(?:discount\w*|coupon\w*|voucher\w*|promo codes?|free (?:month|months|year|"
-            r"upgrade|shipping|of charge|replacement)|on the house|waive\w*)\b"
+            r"upgrade|shipping|of charge|replacement)|for free|on the house|waive\w*)\b"
         ),
     ),
     "liability": (
@@ -367,7 +392,9 @@ PROMISE_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
             r"\b(?:(?:it'?s|it is|this is|that'?s|that is|was) (?:entirely |all |totally )?"
             r"our fault|our fault|we(?:'re| are| were) (?:legally )?(?:liable|at fault|"
             r"responsible for (?:the|your|any|all) (?:damage|loss|losses|injur\w*))|"
-            r"we accept (?:full |all )?(?:liability|responsibility)|admit\w* (?:liability|fault)|"
+            r"we(?: (?:fully|completely))? (?:accept|take|assume|bear) "
+            r"(?:full |all |complete |total )?(?:liability|responsibility)|"
+            r"admit\w* (?:liability|fault)|"
             r"negligen\w*|we breached)"
         ),
     ),
@@ -381,6 +408,7 @@ PROMISE_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
 _PROMISE_HINT = re.compile(
     r"refund|money|reimburs|chargeback|compensat|make (?:it|this|that) up|goodwill|credit|"
     r"discount|coupon|voucher|promo|free|on the house|waive|fault|liab|responsib|admit|"
+    r"cover|pay for|pick up|at (?:our|no) |"
     r"negligen|breach|guarantee|promise|100%"
 )
 _PROMISES = re.compile(
