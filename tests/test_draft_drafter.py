@@ -267,3 +267,59 @@ async def test_brand_override_and_make_port(emu: OpenAIEmulator) -> None:
         job = DraftJob(1, "slack", "T1", "Dana", "refund please", (), "billing_refund", "low")
         result = await d.make(job)
     assert result.kind == "llm" and result.text
+
+
+async def test_the_member_s_language_picks_the_template_through_the_core_port() -> None:
+    """The core does not know a member's language; the drafter guesses it from the text
+    among the brand's languages, so a French or Spanish member gets that template."""
+    d = drafter(None)
+    french = DraftJob(
+        1,
+        "discord",
+        "g1",
+        "Dana",
+        "Ma commande n'est toujours pas arrivée, c'est la troisième fois que je vous écris",
+        (),
+        "delivery_delay",
+        "medium",
+    )
+    assert (await d.make(french)).text.startswith("Bonjour Dana")
+    spanish = DraftJob(
+        2,
+        "discord",
+        "g1",
+        "Dana",
+        "Mi pedido todavía no ha llegado y nadie me responde",
+        (),
+        "delivery_delay",
+        "medium",
+    )
+    assert (await d.make(spanish)).text.startswith("Hola Dana")
+    english = DraftJob(
+        3,
+        "discord",
+        "g1",
+        "Dana",
+        "my parcel never arrived and nobody answers",
+        (),
+        "delivery_delay",
+        "medium",
+    )
+    assert (await d.make(english)).text.startswith("Hi Dana")
+
+
+def test_language_guess_needs_clear_evidence() -> None:
+    from handlers.draft.language import guess_language
+
+    supported = ("en", "fr", "es", "de")
+    assert (
+        guess_language("le colis n'est pas arrivé et je suis toujours sans réponse", supported)
+        == "fr"
+    )
+    assert (
+        guess_language("ich habe meine Bestellung noch nicht bekommen, bitte helfen", supported)
+        == "de"
+    )
+    assert guess_language("merci", supported) is None  # one word is not evidence
+    assert guess_language("the app is broken again and my data is gone", supported) == "en"
+    assert guess_language("le colis n'est pas arrivé", ("en",)) is None  # not a brand language

@@ -10,6 +10,7 @@ Nothing here is posted: a human approves every draft.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import re
@@ -21,6 +22,7 @@ from typing import Literal
 
 from handlers.draft.brand import BrandConfig
 from handlers.draft.knowledge import KnowledgeStore, Snippet
+from handlers.draft.language import guess_language
 from handlers.draft.model import (
     BudgetExceeded,
     ChatModel,
@@ -210,6 +212,10 @@ class Drafter:
         """Never raises for model trouble: the worst case is a template draft."""
         brand = brand or self.brand
         member_text = clean(req.member_text)
+        if req.language is None:  # the core does not know it: guess it from the text
+            language = guess_language(member_text, brand.languages)
+            if language is not None and language != brand.default_language:
+                req = dataclasses.replace(req, language=language)
         snippets = self.knowledge.search(
             req.community_id, f"{req.reason.replace('_', ' ')} {member_text}", self.kb_snippets
         )
