@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.sandbox.stack import FLAGS_CHANNEL, sandbox
 from handlers.clock import OffsetClock
-from handlers.judging import DraftJob, DraftResult
+from handlers.draft import Drafter
 
 PROBLEMS = [
     "Still waiting for my refund after {n} weeks and nobody answers my emails",
@@ -37,24 +37,16 @@ PROBLEMS = [
 ]
 
 
-def _drafter() -> object:
-    try:
-        from handlers.draft import template_drafter  # type: ignore[attr-defined]
-
-        return template_drafter()
-    except ImportError:
-
-        class Template:
-            async def make(self, job: DraftJob) -> DraftResult:
-                return DraftResult(f"Sorry {job.member_name}, we're looking into it.", "template")
-
-        return Template()
+def _drafter(clock: OffsetClock) -> Drafter:
+    """Rapport's own reply-template drafter (no LLM), as a brand without one runs it."""
+    prompts = Path(__file__).resolve().parents[1] / "prompts"
+    return Drafter(None, prompts, prompts / "kb", clock=clock.now)
 
 
 async def run(n: int) -> dict[str, float | int]:
     clock = OffsetClock()
     with tempfile.TemporaryDirectory() as tmp:
-        async with sandbox(f"sqlite:///{tmp}/bench.db", clock=clock, drafter=_drafter()) as sb:  # type: ignore[arg-type]
+        async with sandbox(f"sqlite:///{tmp}/bench.db", clock=clock, drafter=_drafter(clock)) as sb:
             member = sb.ids.members["alice"]
             latencies: list[float] = []
             for i in range(n):
