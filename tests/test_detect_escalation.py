@@ -75,6 +75,21 @@ def test_members_saying_it_works_for_them_do_not_escalate() -> None:
     assert result.agreeing_members == 0
 
 
+@pytest.mark.parametrize(
+    "reply",
+    [
+        "not working for me either",
+        "doesn't work for me either",
+        "same issue, not working for me",
+        "it doesnt work for me too",
+    ],
+)
+def test_members_saying_it_fails_for_them_too_pile_on(reply: str) -> None:
+    events = [ThreadEvent(at(2 * i), f"u{i + 1}", reply, is_complaint=True) for i in range(1, 4)]
+    result = escalate("low", events, at(8), original_author="u1")
+    assert result.agreeing_members == 3, result
+
+
 def test_denials_the_detector_calls_negative_do_not_count_as_agreeing() -> None:
     """The detector reads "not the same issue for me" as negative; in a thread it still
     says the member is not affected, so it must not pile on."""

@@ -80,8 +80,8 @@ def _negated(text: str, start: int) -> bool:
 def _stance(text: str) -> bool | None:
     """True if a reply agrees, False if it says it is not affected, None otherwise."""
     text = text.replace("\u2019", "'")
-    if _CONTRADICT_RE.search(text):
-        return False
+    if any(not _negated(text, m.start()) for m in _CONTRADICT_RE.finditer(text)):
+        return False  # "works fine for me"; but "not working for me either" piles on
     denied = False
     for m in _AGREE_RE.finditer(text):
         if "just you" in m.group().lower() or not _negated(text, m.start()):
