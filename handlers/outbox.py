@@ -240,18 +240,24 @@ class Outbox:
         for item in items:
             try:
                 await self._run_item(item)
+            except Exception:
+                # Recording the outcome failed (the database is unavailable): the item
+                # stays claimed and runs again once its lease runs out; the lane goes on.
+                logger.exception("outbox item %s: recording its outcome failed", item.id)
             finally:
                 running.discard(item.id or 0)
 
     async def _run_item(self, item: OutboxRow) -> None:
         assert item.id is not None
-        item_id = item.id
+        item_id, attempt = item.id, item.attempts
         try:
             action = payload_to_action({k: v for k, v in item.payload.items() if k != "lane"})
         except (KeyError, TypeError) as exc:
             logger.error("outbox item %s is malformed: %s", item_id, exc)
             reason = f"malformed: {exc}"
-            await self._db.run(lambda s: queries.fail(s, item_id, self._clock.now(), reason))
+            await self._db.run(
+                lambda s: queries.fail(s, item_id, self._clock.now(), reason, attempt)
+            )
             return
         while_state = getattr(action, "while_state", None)
         if while_state is not None:
@@ -259,7 +265,9 @@ class Outbox:
             state = await self._db.run(lambda s: queries.flag_state(s, flag_id))
             if state != while_state:  # e.g. a reminder about a flag claimed meanwhile
                 skipped = {"skipped": f"flag is {state}"}
-                await self._db.run(lambda s: queries.finish(s, item_id, self._clock.now(), skipped))
+                await self._db.run(
+                    lambda s: queries.finish(s, item_id, self._clock.now(), skipped, attempt)
+                )
                 return
         executor = self._executors.get(item.platform)
         if executor is None:
@@ -282,16 +290,18 @@ class Outbox:
                 except Exception:
                     logger.exception("outbox result hook failed for %s", type(action).__name__)
             if result.ok:
-                await self._db.run(lambda s: queries.finish(s, item_id, now, dict(result.ref)))
+                await self._db.run(
+                    lambda s: queries.finish(s, item_id, now, dict(result.ref), attempt)
+                )
             else:
                 await self._db.run(
-                    lambda s: queries.fail(s, item_id, now, result.error or "failed")
+                    lambda s: queries.fail(s, item_id, now, result.error or "failed", attempt)
                 )
             return
         delay = min(60.0, 0.5 * 2 ** (item.attempts - 1)) * (0.5 + self._rng.random())
         logger.info("outbox item %s will retry in %.1fs: %s", item_id, delay, result.error)
         await self._db.run(
             lambda s: queries.retry_later(
-                s, item_id, now + timedelta(seconds=delay), result.error or ""
+                s, item_id, now + timedelta(seconds=delay), result.error or "", attempt
             )
         )

@@ -1113,26 +1113,46 @@ def renew_leases(session: Session, item_ids: Sequence[int], until: datetime) -> 
         )
 
 
-def finish(session: Session, item_id: int, now: datetime, result: dict[str, Any]) -> None:
+def _held(item_id: int, attempt: int | None) -> Any:
+    """The outbox row ``item_id``; with ``attempt``, only while that claim still holds it
+    (running, not taken over after its lease ran out): a stale claimer changes nothing."""
+    if attempt is None:
+        return col(Outbox.id) == item_id
+    return and_(
+        col(Outbox.id) == item_id, col(Outbox.state) == "running", col(Outbox.attempts) == attempt
+    )
+
+
+def finish(
+    session: Session,
+    item_id: int,
+    now: datetime,
+    result: dict[str, Any],
+    attempt: int | None = None,
+) -> None:
     session.execute(
         update(Outbox)
-        .where(col(Outbox.id) == item_id)
+        .where(_held(item_id, attempt))
         .values(state="done", done_at=now, result=result)
     )
 
 
-def retry_later(session: Session, item_id: int, due_at: datetime, error: str) -> None:
+def retry_later(
+    session: Session, item_id: int, due_at: datetime, error: str, attempt: int | None = None
+) -> None:
     session.execute(
         update(Outbox)
-        .where(col(Outbox.id) == item_id)
+        .where(_held(item_id, attempt))
         .values(state="pending", due_at=due_at, last_error=error[:400])
     )
 
 
-def fail(session: Session, item_id: int, now: datetime, error: str) -> None:
+def fail(
+    session: Session, item_id: int, now: datetime, error: str, attempt: int | None = None
+) -> None:
     session.execute(
         update(Outbox)
-        .where(col(Outbox.id) == item_id)
+        .where(_held(item_id, attempt))
         .values(state="failed", done_at=now, last_error=error[:400])
     )
 

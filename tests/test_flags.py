@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from typing import Any
 
+import pytest
 from sqlalchemy import select
 
 from bot.app import Runtime, build_runtime
@@ -18,11 +20,14 @@ from handlers.events import (
     MessageKind,
     PostCardThreadReply,
     PostFlagCard,
+    PostMessage,
     ReplyInThread,
+    Target,
     UpdateFlagCard,
 )
 from handlers.judging import DraftJob, DraftResult
 from handlers.outbox import Outbox
+from storage import queries
 from storage.models import AuditLog, Feedback, Flag
 from storage.models import Outbox as OutboxRow
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
@@ -572,3 +577,49 @@ async def test_work_that_runs_long_keeps_its_claim(db_url: str) -> None:
         slow.release.set()
         await a
         assert len([x for x in slow.done if isinstance(x, ReplyInThread)]) == 1
+
+
+async def test_an_outcome_that_cannot_be_recorded_leaves_the_other_lanes_running(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recording one item's outcome fails (the database went away for a moment) while a
+    reply in another lane is still being posted: the round must wait for that reply and
+    keep its lease, not end and leave it to be claimed and posted again."""
+    clock = ManualClock()
+    loop = asyncio.get_running_loop()
+    fast_failed = asyncio.Event()
+    real_finish = queries.finish
+    calls = 0
+
+    def finish_fails_once(s: Any, item_id: int, now: Any, result: Any, attempt: Any = None) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            loop.call_soon_threadsafe(fast_failed.set)
+            raise RuntimeError("the database went away for a moment")
+        real_finish(s, item_id, now, result, attempt)
+
+    async with runtime(db_url, clock) as (rt, _slack, _discord):
+        slow = SlowPlatform()
+        outbox = Outbox(rt.db, clock)
+        outbox.register(slow)
+        to = Target("discord", "g1", "c1")
+
+        def enqueue(s: Any) -> None:
+            outbox.enqueue_in(s, PostMessage(to, "fast"), "k-fast")
+            outbox.enqueue_in(s, ReplyInThread(to, "slow", flag_id=99), "k-slow")  # own lane
+
+        await rt.db.run(enqueue)
+        monkeypatch.setattr(queries, "finish", finish_fails_once)
+        first = asyncio.create_task(outbox.run_once())
+        await slow.entered.wait()
+        await fast_failed.wait()
+        for _ in range(5):  # let an error in the fast lane end the round, if it would
+            await asyncio.sleep(0)
+        assert not first.done()
+        slow.release.set()
+        assert await first == 2
+        clock.advance(seconds=queries.OUTBOX_LEASE_S + 1)  # the fast item runs again
+        await outbox.drain()
+        texts = [getattr(a, "text", "") for a in slow.done]
+        assert texts.count("slow") == 1 and texts.count("fast") == 2
