@@ -191,16 +191,24 @@ class Core:
         if judged is None:
             return
         event, verdict = judged
+        await self.flush()  # the message may still be on its way to the database
+        flag_ids, was_complaint = await self._db.run(
+            lambda s: queries.edit_context(
+                s, event.platform, event.community_id, event.channel_id, event.message_id
+            )
+        )
         await self._writer.submit(
             EditRow(
                 _new_row(event, verdict, self._mentions(event)),
                 event.edited_at or self._clock.now(),
             )
         )
-        if await self._refresh_flag_card(event, "edited", "the member edited the message"):
-            return
-        if self._watch.thread_flag(event) is None:
-            # An edit that turns a message into a complaint is followed up like a new one.
+        if flag_ids:
+            await self.flags.refresh_cards(flag_ids, "edited", "the member edited the message")
+        elif not was_complaint and self._watch.thread_flag(event) is None:
+            # An edit that turns a message into a complaint is followed up like a new
+            # one; a complaint already followed up (flagged, merged into an incident,
+            # overruled by the second opinion) is not followed up again.
             await self._review_or_flag(event, verdict)
 
     async def _refresh_flag_card(self, event: MessageEvent, action: str, detail: str) -> bool:

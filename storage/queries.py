@@ -545,6 +545,20 @@ def flag_ids_for_message(
     return [int(r[0]) for r in rows]
 
 
+def edit_context(
+    session: Session, platform: str, community_id: str, channel_id: str, message_id: str
+) -> tuple[list[int], bool]:
+    """Before an edit is applied: the message's flags, and whether it was stored as a
+    complaint (then it was followed up already, even if its flag is another's)."""
+    reason = session.execute(
+        select(col(Message.reason)).where(
+            _message_where(platform, community_id, channel_id, message_id)
+        )
+    ).scalar()
+    flags = flag_ids_for_message(session, platform, community_id, channel_id, message_id)
+    return flags, reason is not None
+
+
 def flag_ids_by_author(
     session: Session, platform: str, community_id: str, author_id: str
 ) -> list[int]:

@@ -227,3 +227,26 @@ async def test_status_counts_members_who_spoke_and_messages_not_deleted(db_url: 
         await rt.core.set_opt_out("discord", "g1", "u404", True)  # never spoke
         text = await rt.core.status_text("discord", "g1")
         assert text.startswith("Rapport is listening: 1 messages logged from 1 members"), text
+
+
+async def test_editing_a_complaint_merged_into_an_incident_does_not_grow_it(db_url: str) -> None:
+    """A near-duplicate joined another member's flag; fixing a typo three times is
+    still one member's complaint, not three more."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        first = message("checkout is broken, cannot pay", "m0", author="u0", at=clock.now())
+        await rt.core.on_message(first)
+        await rt.settle()
+        clock.advance(seconds=30)
+        second = message("checkout is broken, cannot pay!", "m1", author="u1", at=clock.now())
+        await rt.core.on_message(second)
+        await rt.settle()
+        assert [f.incident_size for f in await only(rt, Flag)] == [2]
+        for i in range(3):
+            clock.advance(seconds=10)
+            typo_fixed = replace(second, text="checkout is broken, cannot pay!!" + "!" * i)
+            await rt.core.on_message(
+                replace(typo_fixed, kind=MessageKind.EDIT, edited_at=clock.now())
+            )
+            await rt.settle()
+        assert [f.incident_size for f in await only(rt, Flag)] == [2]
