@@ -153,6 +153,8 @@ class Flag(SQLModel, table=True):
         UniqueConstraint("message_pk", name="uq_flag_message"),
         Index("ix_flags_state", "state", "next_reminder_at"),
         Index("ix_flags_incident", "platform", "community_id", "incident_key"),
+        Index("ix_flags_message", "platform", "community_id", "message_id"),
+        Index("ix_flags_author", "platform", "community_id", "author_id"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -218,7 +220,10 @@ class Feedback(SQLModel, table=True):
     """A manager's verdict on a message: what the detector learns each community's language from."""
 
     __tablename__ = "feedback"
-    __table_args__ = (Index("ix_feedback_community", "platform", "community_id"),)
+    __table_args__ = (
+        Index("ix_feedback_community", "platform", "community_id"),
+        Index("ix_feedback_flag", "flag_id"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     platform: str = Field(max_length=16)

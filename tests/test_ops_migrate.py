@@ -66,9 +66,9 @@ def test_concurrent_upgrades_wait_for_each_other(pg_url: str, tmp_path: Path) ->
                     p.wait()
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
-        assert "schema at 0005" in out
+        assert "schema at 0006" in out
     db = Database(pg_url)
     try:
-        assert current(db) == "0005"
+        assert current(db) == "0006"
     finally:
         db.dispose()

@@ -83,9 +83,9 @@ def test_db_upgrade_command(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/cli.db"
     proc = _rapport(["db", "upgrade"], {"DATABASE_URL": url}, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "0005" in proc.stdout
+    assert "0006" in proc.stdout
     proc = _rapport(["db", "current"], {"DATABASE_URL": url}, tmp_path)
-    assert proc.stdout.strip() == "0005"
+    assert proc.stdout.strip() == "0006"
 
 
 def test_env_example_lists_every_setting() -> None:
@@ -175,4 +175,4 @@ def test_db_downgrade_takes_a_relative_revision(tmp_path: Path) -> None:
     assert _rapport(["db", "upgrade"], {"DATABASE_URL": url}, tmp_path).returncode == 0
     proc = _rapport(["db", "downgrade", "-1"], {"DATABASE_URL": url}, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert "0004" in proc.stdout
+    assert "0005" in proc.stdout

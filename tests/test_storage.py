@@ -62,19 +62,24 @@ def test_upgrade_downgrade_upgrade_keeps_rows(db_url: str) -> None:
     db = Database(db_url)
     try:
         upgrade(db)
-        assert current(db) == "0005"
+        assert current(db) == "0006"
         _seed(db)
         before = _counts(db)
-        downgrade(db, "0001")  # back through 0005 to 0002
+        downgrade(db, "0001")  # back through 0006 to 0002
         assert current(db) == "0001"
         indexes = {i["name"] for i in inspect(db.engine).get_indexes("messages")}
         assert "ix_messages_thread" in indexes and "ix_messages_reply" not in indexes
         assert "competitor_mentions" not in inspect(db.engine).get_table_names()
         cols = {c["name"] for c in inspect(db.engine).get_columns("communities")}
         assert "timezone" not in cols
+        flag_indexes = {i["name"] for i in inspect(db.engine).get_indexes("flags")}
+        assert "ix_flags_message" not in flag_indexes
         assert _counts(db) == before == (25, 1, 1)
         upgrade(db)
-        assert current(db) == "0005"
+        assert current(db) == "0006"
+        assert {"ix_flags_message", "ix_flags_author"} <= {
+            i["name"] for i in inspect(db.engine).get_indexes("flags")
+        }
         assert _counts(db) == before
         # Upgrading an up-to-date schema is a no-op (the bot does it on every start).
         upgrade(db)
