@@ -31,7 +31,9 @@ def _kill_lock_connection(lock: LeaderLock, url: str) -> None:
     pid = lock._conn.execute(text("select pg_backend_pid()")).scalar()
     lock._conn.commit()
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("select pg_terminate_backend(%s)", (pid,))
+        # With a timeout, PostgreSQL (14+) waits until the backend has exited and so
+        # released its locks; without one it only sends the signal.
+        conn.execute("select pg_terminate_backend(%s, 5000)", (pid,))
 
 
 def test_one_leader_after_the_leader_connection_dies(pg_url: str) -> None:
