@@ -7,6 +7,7 @@ at start-up and not at the first member message.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -186,6 +187,18 @@ class Settings(BaseSettings):
     def warnings(self) -> list[str]:
         """Settings that work but are probably not what the operator wants (logged at start)."""
         found: list[str] = []
+        if not self.discord_enabled and not self.slack_enabled:
+            found.append(
+                "neither DISCORD_TOKEN nor SLACK_BOT_TOKEN is set: Rapport listens to no "
+                "community (only the database and the health endpoint run)"
+            )
+        for key in ("DISCORD_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "LLM_BASE_URL"):
+            value = os.environ.get(key)
+            if value is not None and not value.strip():
+                found.append(
+                    f"{key} is set but empty in the environment, so that part stays off "
+                    "(a secret that was not passed through?)"
+                )
         if self.slack_enabled and not self.managers:
             found.append(
                 "SLACK_MANAGERS is empty: nobody can act on flag cards in Slack yet. That is "

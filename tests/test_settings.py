@@ -153,6 +153,19 @@ def test_slack_without_managers_is_a_warning_not_an_error(
     assert load_settings(_env_file=None).warnings() == []
 
 
+def test_no_platform_or_an_empty_secret_in_the_environment_is_said_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A secret that failed to reach the container (``DISCORD_TOKEN=${MISSING}``) leaves
+    its part off: legal, but the operator is told, not left with a silent bot."""
+    monkeypatch.setenv("DISCORD_TOKEN", "")
+    warnings = load_settings(_env_file=None).warnings()
+    assert any("neither DISCORD_TOKEN nor SLACK_BOT_TOKEN" in w for w in warnings)
+    assert any(w.startswith("DISCORD_TOKEN is set but empty") for w in warnings)
+    monkeypatch.setenv("DISCORD_TOKEN", "abc.def.ghi")
+    assert load_settings(_env_file=None).warnings() == []
+
+
 def test_default_prompts_dir_does_not_depend_on_the_current_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
