@@ -470,7 +470,8 @@ class Core:
         msg = await self._db.run(
             lambda s: queries.get_message(s, platform, community_id, channel_id, message_id)
         )
-        if msg is None:
+        if msg is None or (platform, community_id, msg.author_id) in self._opted_out:
+            # An opted-out member's message keeps only its id: no card, no reply to them.
             return FlagOutcome(
                 False,
                 "Rapport has not stored that message (unwatched channel or opted-out member).",

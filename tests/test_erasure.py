@@ -250,3 +250,13 @@ async def test_editing_a_complaint_merged_into_an_incident_does_not_grow_it(db_u
             )
             await rt.settle()
         assert [f.incident_size for f in await only(rt, Flag)] == [2]
+
+
+async def test_a_manual_flag_on_an_opted_out_member_s_message_is_refused(db_url: str) -> None:
+    async with runtime(db_url) as (rt, slack):
+        await rt.core.on_message(message("the app keeps logging me out", "m1", author="u9"))
+        await rt.settle()
+        await rt.core.set_opt_out("discord", "g1", "u9", True)
+        outcome = await rt.core.manual_flag("discord", "g1", "c1", "m1", "mod1")
+        assert not outcome.ok and "opted-out" in outcome.message
+        assert await only(rt, Flag) == []
