@@ -877,7 +877,9 @@ class SlackAdapter:
     async def _on_slash(
         self, ack: AsyncAck, command: JSON, respond: AsyncRespond, context: Any
     ) -> None:
-        name, _, args = str(command.get("text") or "").strip().partition(" ")
+        # Slack sends a command's text escaped like message text ("AT&amp;T").
+        text = slack_text_to_plain(str(command.get("text") or ""))
+        name, _, args = text.strip().partition(" ")
         sub = self.commands.get(name) if name else None
         if sub is None:
             # Subcommands are matched case-insensitively, ``help`` included.

@@ -136,7 +136,12 @@ def parse_competitors(text: str) -> list[str] | None:
         return None
     if word in ("none", "clear"):
         return []
-    names = list(dict.fromkeys(n.strip() for n in text.split(",") if n.strip()))
+    # One competitor per name whatever its case: the first spelling given is kept.
+    spelled: dict[str, str] = {}
+    for n in (n.strip() for n in text.split(",")):
+        if n:
+            spelled.setdefault(n.casefold(), n)
+    names = list(spelled.values())
     if len(names) > MAX_COMPETITORS:
         raise ValueError(f"{len(names)} names; at most {MAX_COMPETITORS}")
     too_long = [n for n in names if len(n) > MAX_COMPETITOR_NAME]

@@ -131,3 +131,11 @@ def test_eval_command_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert exc.value.exit_code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'text'" in err
+
+
+def test_a_competitor_named_in_two_cases_is_one_competitor_with_the_first_spelling() -> None:
+    """Not hash order: every process must tag mentions with the same name, or the counts
+    split across restarts."""
+    watch = CompetitorWatch(["Globex", "GLOBEX", "globex", "Initech"], load_vader_lexicon())
+    assert sorted(watch.names) == ["Globex", "Initech"]
+    assert [m.name for m in watch.find("globex beats GLOBEX")] == ["Globex", "Globex"]

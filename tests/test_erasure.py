@@ -253,7 +253,7 @@ async def test_editing_a_complaint_merged_into_an_incident_does_not_grow_it(db_u
 
 
 async def test_a_manual_flag_on_an_opted_out_member_s_message_is_refused(db_url: str) -> None:
-    async with runtime(db_url) as (rt, slack):
+    async with runtime(db_url) as (rt, _):
         await rt.core.on_message(message("the app keeps logging me out", "m1", author="u9"))
         await rt.settle()
         await rt.core.set_opt_out("discord", "g1", "u9", True)

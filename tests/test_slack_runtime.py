@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from storage.models import Message
+from storage.models import CompetitorMention, Message
 from tests.slack_helpers import (
     EVIL,
     FLAGS,
@@ -216,3 +216,23 @@ async def test_a_thread_parent_deleted_under_its_replies_is_erased(stack: SlackS
     )
     assert row.deleted_at is not None and row.text == ""
     assert "This message was deleted" not in all_text(emu.message(FLAGS, card_ts))
+
+
+async def test_an_admin_names_a_competitor_with_an_ampersand(stack: SlackStack) -> None:
+    """Slack escapes a command's text like message text: `AT&T` arrives as `AT&amp;T`."""
+    emu, rt = stack.emu, stack.runtime
+    assert rt is not None
+    assert (
+        await emu.slash_command('competitors AT&T, Toys"R"Us, at&t', MANAGER, GENERAL)
+    ).status == 200
+    await emu.wait_for(lambda: len(emu.responses) == 1, timeout=10)
+    assert "AT&amp;amp;T" not in emu.responses[0]["text"]
+    settings = await rt.core.community_settings("slack", emu.team_id)
+    assert sorted(settings.competitors) == ["AT&T", 'Toys"R"Us']  # one AT&T, any case
+    observed = stack.extras["observed"]
+    seen = len(observed.messages)
+    await emu.say(GENERAL, MEMBER, "I'm switching to AT&T, their coverage is better")
+    await observed.wait_for(lambda: len(observed.messages) > seen)
+    await rt.settle()
+    tags = await rt.db.run(lambda s: [m.competitor for m in s.scalars(select(CompetitorMention))])
+    assert tags == ["AT&T"]

@@ -1055,7 +1055,8 @@ class SlackEmulator:
     async def slash_command(
         self, text: str, user: str, channel: str, *, command: str = "/rapport"
     ) -> Delivery:
-        """A user runs a slash command (a plain form, not a JSON payload)."""
+        """A user runs a slash command (a plain form, not a JSON payload); its text is
+        escaped as Slack escapes what users type (``&``, ``<``, ``>``)."""
         form: JSON = {
             "token": "emulator-verification-token",
             "team_id": self.team_id,
@@ -1065,7 +1066,7 @@ class SlackEmulator:
             "user_id": user,
             "user_name": self.users.get(user, {"name": user})["name"],
             "command": command,
-            "text": text,
+            "text": slack_escape(text),
             "api_app_id": self.app_id,
             "is_enterprise_install": "false",
             "response_url": f"{self.base_url}/respond/{secrets.token_hex(8)}",

@@ -50,7 +50,12 @@ class CompetitorWatch:
     """Finds an admin-set list of competitor names in messages."""
 
     def __init__(self, names: Iterable[str], valence: Mapping[str, float]) -> None:
-        cleaned = sorted({n.strip() for n in names if n.strip()}, key=len, reverse=True)
+        spelled: dict[str, str] = {}  # one per name whatever its case; first spelling kept
+        for n in (n.strip() for n in names):
+            if n:
+                spelled.setdefault(n.casefold(), n)
+        # Longest first, so "Acme Mobile" wins over "Acme"; stable, so never hash order.
+        cleaned = sorted(spelled.values(), key=len, reverse=True)
         self._canonical = {n.lower(): n for n in cleaned}
         self._valence = valence
         self._pattern: re.Pattern[str] | None = None
