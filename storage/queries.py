@@ -733,8 +733,18 @@ def community_settings(session: Session) -> list[tuple[str, str, dict[str, objec
 def set_community_setting(
     session: Session, platform: str, community_id: str, key: str, value: object, now: datetime
 ) -> None:
-    """Set one admin setting of a community; ``None`` removes it (back to the default)."""
-    community = upsert_community(session, platform, community_id, "", now)
+    """Set one admin setting of a community; ``None`` removes it (back to the default).
+
+    The row is read locked (PostgreSQL), so two admins changing two settings at once
+    both keep theirs: the second waits and merges into what the first wrote.
+    """
+    upsert_community(session, platform, community_id, "", now)
+    community = session.scalars(
+        select(Community)
+        .where(col(Community.platform) == platform, col(Community.external_id) == community_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    ).one()
     settings = {k: v for k, v in community.settings.items() if k != key}
     if value is not None:
         settings[key] = value
