@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -91,6 +92,12 @@ class CoreStats:
     escalations: int = 0
     reviewed: int = 0
     by_platform: dict[str, int] = field(default_factory=dict)
+    by_community: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """New messages stored since start, per (platform, community)."""
+    sent_to_llm: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """New messages whose verdict the LLM was asked about, per community."""
+    llm_fell_back: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """Of those, the ones where the LLM gave no usable answer (the local verdict stood)."""
 
 
 class Core:
@@ -346,9 +353,11 @@ class Core:
     def _count_stored(self, ops: list[IngestOp], fresh: list[bool]) -> None:
         """Count new messages as their batch commits (redeliveries are not counted)."""
         n = 0
+        per_community = self.stats.by_community
         for op, is_fresh in zip(ops, fresh, strict=True):
             if is_fresh and type(op) is NewMessageRow:
                 n += 1
+                per_community[op.platform, op.community_id] += 1
         self.stats.messages += n
 
     async def _review(self, event: MessageEvent) -> None:
@@ -358,8 +367,19 @@ class Core:
                 event.text, community_key(event.platform, event.community_id)
             )
             self.stats.reviewed += 1
+            if event.kind is MessageKind.NEW:  # the share is of new messages
+                where = (event.platform, event.community_id)
+                self.stats.sent_to_llm[where] += 1
+                if getattr(final, "source", "llm") != "llm":
+                    self.stats.llm_fell_back[where] += 1
             if final.is_negative:
                 await self._flag(event, final)
+            else:  # overruled: stored as not a complaint, so an edit can still be one
+                await self._db.run(
+                    lambda s: queries.clear_complaint(
+                        s, event.platform, event.community_id, event.channel_id, event.message_id
+                    )
+                )
         except Exception:
             logger.exception("second opinion on message %s failed", event.message_id)
 
@@ -565,9 +585,20 @@ class Core:
                 text += f" It now scores higher: {', '.join(raising)}."
             if lowering:
                 text += f" Lower: {', '.join(lowering)}."
-        if self._second is not None and self.stats.messages:
-            share = self.stats.reviewed / self.stats.messages
-            text += f" LLM judge: {share:.1%} of messages since start were borderline and reviewed."
+        where = (platform, community_id)
+        judged = self.stats.by_community[where]
+        if self._second is not None and judged:
+            sent = self.stats.sent_to_llm[where]
+            text += (
+                f" LLM judge: {sent / judged:.1%} of this community's messages since start "
+                "were borderline and sent to it"
+            )
+            fell_back = self.stats.llm_fell_back[where]
+            text += (
+                f" ({fell_back} got no usable answer and kept the local verdict)."
+                if fell_back
+                else "."
+            )
         return text
 
     # -- admin ----------------------------------------------------------------------------

@@ -47,6 +47,7 @@ _MERGE_HEADS = select(
     _FLAGS.c.severity,
     _FLAGS.c.incident_size,
     _FLAGS.c.version,
+    _FLAGS.c.message_id,
 ).where(_FLAGS.c.id.in_(bindparam("ids", expanding=True)))
 _MERGE_UPDATE = (
     update(_FLAGS)
@@ -241,7 +242,13 @@ class FlagService:
         for head in heads:
             if head.state not in OPEN_STATES or head.created_at < since:
                 continue
-            idxs = [i for i in by_head[head.id] if ops[i].incident_key == head.incident_key]
+            idxs = [
+                i
+                for i in by_head[head.id]
+                # The head's own message again (judged twice: an edit during its second
+                # opinion) is not a second complaint.
+                if ops[i].incident_key == head.incident_key and ops[i].message_id != head.message_id
+            ]
             if not idxs:
                 continue
             size = head.incident_size + len(idxs)

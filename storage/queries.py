@@ -545,6 +545,17 @@ def flag_ids_for_message(
     return [int(r[0]) for r in rows]
 
 
+def clear_complaint(
+    session: Session, platform: str, community_id: str, channel_id: str, message_id: str
+) -> None:
+    """The second opinion overruled the detector: the message is not a complaint."""
+    session.execute(
+        update(Message)
+        .where(_message_where(platform, community_id, channel_id, message_id))
+        .values(reason=None, severity=None)
+    )
+
+
 def edit_context(
     session: Session, platform: str, community_id: str, channel_id: str, message_id: str
 ) -> tuple[list[int], bool]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
@@ -11,10 +13,12 @@ from bot.app import build_runtime
 from bot.sandbox.openai_emulator import Fault, OpenAIEmulator
 from bot.settings import Settings
 from handlers.detect import Detector
+from handlers.events import MessageKind
 from handlers.judging import community_key
 from storage.models import Flag
 from tests.core_helpers import message
 
+NOW = datetime(2026, 1, 5, 9, 1, tzinfo=UTC)
 TEXT = "hmm, the new pricing page is kind of confusing tbh"
 COMPLAINT = json.dumps(
     {"is_complaint": True, "reason": "pricing", "severity": "low", "rationale": "unclear pricing"}
@@ -30,7 +34,9 @@ def _borderline_detector() -> Detector:
     return detector
 
 
-async def _run(tmp_path: Path, llm: OpenAIEmulator) -> tuple[list[Flag], str]:
+async def _run(
+    tmp_path: Path, llm: OpenAIEmulator, *, more: bool = False
+) -> tuple[list[Flag], str]:
     settings = Settings(  # type: ignore[call-arg]
         _env_file=None,
         DATABASE_URL=f"sqlite:///{tmp_path}/so.db",
@@ -41,9 +47,17 @@ async def _run(tmp_path: Path, llm: OpenAIEmulator) -> tuple[list[Flag], str]:
     )
     async with build_runtime(settings, judge=_borderline_detector(), start_workers=False) as rt:
         await rt.core.on_message(message(TEXT, "m1"))
+        if more:  # a calm message here, an edit, and another community's traffic
+            await rt.core.on_message(message("thanks, all good now", "m2"))
+            edited = replace(message(TEXT + "!", "m1"), kind=MessageKind.EDIT, edited_at=NOW)
+            await rt.core.on_message(edited)
+            for i in range(4):
+                await rt.core.on_message(message(f"nice photo {i}", f"o{i}", community="g2"))
         await rt.settle()
         flags = await rt.db.run(lambda s: list(s.scalars(select(Flag))))
         status = await rt.core.status_text("discord", "g1")
+        if more:
+            status += "\n" + await rt.core.status_text("discord", "g2")
     return flags, status
 
 
@@ -62,3 +76,21 @@ async def test_a_failing_llm_falls_back_to_the_local_verdict(tmp_path: Path) -> 
         llm.fail_next(Fault.SERVER_ERROR, 10)
         flags, _ = await _run(tmp_path, llm)
     assert flags == []
+
+
+async def test_the_llm_share_is_this_community_s_new_messages(tmp_path: Path) -> None:
+    """Status counts new messages sent to the LLM out of this community's new messages:
+    edits are not new messages, and another community's traffic is its own."""
+    async with OpenAIEmulator(default_answer=COMPLAINT) as llm:
+        _, status = await _run(tmp_path, llm, more=True)
+    here, other = status.split("\n")
+    assert "LLM judge: 50.0% of this community's messages" in here, here
+    assert "LLM judge: 0.0%" in other, other
+
+
+async def test_status_says_when_the_llm_gave_no_usable_answer(tmp_path: Path) -> None:
+    async with OpenAIEmulator(default_answer=COMPLAINT) as llm:
+        llm.fail_next(Fault.SERVER_ERROR, 10)
+        _, status = await _run(tmp_path, llm)
+    assert "LLM judge: 100.0%" in status
+    assert "1 got no usable answer and kept the local verdict" in status, status
