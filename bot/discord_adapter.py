@@ -524,6 +524,7 @@ class DiscordAdapter(discord.Client):
                     text="",
                     created_at=discord.utils.snowflake_time(mid),
                     kind=MessageKind.DELETE,
+                    edited_at=discord.utils.utcnow(),  # when it was deleted
                     thread_id=thread,
                     community_name=guild.name if guild else "",
                 )

@@ -690,8 +690,11 @@ class SlackAdapter:
                 created_at=created,
                 kind=kind,
                 thread_id=str(thread_ts) if thread_ts and thread_ts != ts else None,
+                # An edit's time, or when a delete happened (the event's own ts).
                 edited_at=_ts_to_datetime(edited.get("ts") or event.get("ts"))
                 if kind == MessageKind.EDIT
+                else _ts_to_datetime(event.get("event_ts") or event.get("ts"))
+                if kind == MessageKind.DELETE
                 else None,
                 community_name=community_name,
                 channel_name=channel_name,

@@ -139,7 +139,8 @@ def card_buttons(view: FlagCardView) -> list[Block]:
     """The buttons that still make sense in the card's state.
 
     Open and claimed: all five (the core refuses what it must, e.g. Send before a draft
-    exists). Sending: none until the platform answers. Replied: only Resolve.
+    exists), or no Send / Edit & send once the member deleted the message. Sending: none
+    until the platform answers. Replied: only Resolve.
     Dismissed/resolved: none, the card stays as a readable record.
     """
     fid = view.flag_id
@@ -147,6 +148,12 @@ def card_buttons(view: FlagCardView) -> list[Block]:
         return []
     if view.state == "replied":
         return [_button(ACTION_RESOLVE, "Resolve", fid, "primary")]
+    if view.message_deleted:  # nothing to reply to: the member took the message back
+        return [
+            _button(ACTION_CLAIM, "Claim", fid),
+            _button(ACTION_DISMISS, "Dismiss (not negative)", fid, "danger"),
+            _button(ACTION_RESOLVE, "Resolve", fid, "primary"),
+        ]
     send_confirm: Block = {
         "title": {"type": "plain_text", "text": "Post this reply?"},
         "text": {"type": "mrkdwn", "text": "It will be posted publicly in the member's thread."},
@@ -250,7 +257,9 @@ def render_card(view: FlagCardView) -> tuple[str, list[Block]]:
     blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": why}})
     blocks.append({"type": "divider"})
 
-    if view.draft_kind == "drafting" and not view.draft:
+    if view.message_deleted:
+        draft_text = "_The member deleted this message: there is nothing to reply to._"
+    elif view.draft_kind == "drafting" and not view.draft:
         draft_text = ":hourglass_flowing_sand: _Drafting a reply…_"
     else:
         kind = _DRAFT_KIND_LABEL.get(view.draft_kind, escape_slack(view.draft_kind))

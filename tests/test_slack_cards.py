@@ -167,3 +167,10 @@ def test_any_member_text_stays_within_block_kit_limits_and_inert(text: str, othe
         # The only live markup left is ours: dates, the manager mention and the permalink.
         for token in ("<!channel", "<!here", "<!everyone", "<!subteam", "<@U1", "<http"):
             assert token not in t.replace("<https://acme.slack.com/archives/C1/p1|", "")
+
+
+def test_a_deleted_message_s_card_offers_no_reply() -> None:
+    _, blocks = render_card(view(message_deleted=True, text="", draft=""))
+    ids = [b["action_id"] for b in buttons(blocks)]
+    assert ids == ["flag_claim", "flag_dismiss", "flag_resolve"]
+    assert "nothing to reply to" in json.dumps(blocks)

@@ -215,7 +215,9 @@ async def test_a_thread_parent_deleted_under_its_replies_is_erased(stack: SlackS
         lambda s: s.scalars(select(Message).where(Message.message_id == member_ts)).one()
     )
     assert row.deleted_at is not None and row.text == ""
+    assert row.deleted_at > row.created_at  # when it was deleted, not when it was said
     assert "This message was deleted" not in all_text(emu.message(FLAGS, card_ts))
+    assert emu.find_button(emu.message(FLAGS, card_ts), "flag_send") is None
 
 
 async def test_an_admin_names_a_competitor_with_an_ampersand(stack: SlackStack) -> None:
