@@ -43,6 +43,21 @@ def _logging(level: str) -> None:
     )
     for noisy in ("discord.gateway", "discord.client", "discord.http", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    logging.getLogger("discord.client").addFilter(reconnect_as_one_line)
+
+
+def reconnect_as_one_line(record: logging.LogRecord) -> bool:
+    """discord.py logs every reconnect attempt as an ERROR with two tracebacks; a lost
+    connection it is about to retry is one WARNING line naming the error."""
+    if record.levelno >= logging.ERROR and str(record.msg).startswith("Attempting a reconnect"):
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = None
+        record.exc_info = None
+        record.exc_text = None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+    return True
 
 
 @app.command()

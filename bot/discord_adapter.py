@@ -606,7 +606,9 @@ class DiscordAdapter(discord.Client):
                             continue  # nothing newer, as GUILD_CREATE told us
                         fed += await self._backfill_one(source, after)
             if fed:
-                logger.info("backfill fed %d missed message(s)", fed)
+                # Fetched, not necessarily new: after a restart what was already stored
+                # comes back too, and the database stores it once.
+                logger.info("backfill fetched %d message(s) newer than the stored ones", fed)
 
     async def _backfill_start(self, gid: str, cid: str, before: datetime | None) -> int | None:
         """The id after which a channel's history is fetched: the newest message stored

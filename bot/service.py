@@ -70,7 +70,7 @@ async def serve(
 
     async with build_runtime(settings) as rt:
         parts: dict[str, str] = {"core": "running"}
-        web_app = make_web_app(rt, lambda: dict(parts))
+        web_app = make_web_app(rt, lambda: live_parts(parts, adapters, rt))
         adapters = await attach_adapters(rt, settings, web_app, parts, on_fatal=on_fatal)
         runner, port = await start_site(
             web_app, settings.RAPPORT_HTTP_HOST, settings.RAPPORT_HTTP_PORT
@@ -140,6 +140,22 @@ async def _quietly(work: Awaitable[object]) -> None:
         await work
     except Exception:
         logger.exception("start-up catch-up failed")
+
+
+def live_parts(parts: dict[str, str], adapters: Adapters | None, rt: Runtime) -> dict[str, str]:
+    """Each part's state as of now: a gateway that dropped and is reconnecting, or an
+    LLM endpoint whose circuit breaker is open, is said so (informational: both recover
+    by themselves, so neither turns the health check to 503; a part that stopped does)."""
+    states = dict(parts)
+    discord = adapters.discord if adapters is not None else None
+    if discord is not None and not states.get("discord", "").startswith(FAILED):
+        ws = getattr(discord, "ws", None)
+        connected = discord.is_ready() and ws is not None and ws.open
+        states["discord"] = "gateway connected" if connected else "gateway reconnecting"
+    if rt.llm is not None and "llm" in states:
+        breaker = rt.llm.breaker.state
+        states["llm"] = "configured" if breaker == "closed" else f"configured, breaker {breaker}"
+    return states
 
 
 async def attach_adapters(

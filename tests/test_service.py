@@ -109,3 +109,30 @@ async def test_rejected_discord_token_stops_run_with_an_error(tmp_path: Path) ->
         task = asyncio.create_task(serve(settings, stop=asyncio.Event()))
         with pytest.raises(PartFailed, match="discord: LoginFailure"):
             await asyncio.wait_for(task, 30)
+
+
+async def test_health_says_when_the_discord_gateway_is_reconnecting(tmp_path: Path) -> None:
+    """A dropped gateway that discord.py is reconnecting is said so, not a fixed label;
+    it does not fail the health check (it recovers by itself), a stopped part does."""
+    from types import SimpleNamespace
+
+    from bot.service import Adapters, live_parts
+    from tests.core_helpers import until
+    from tests.discord_helpers import core_under_test, running_client, seed_community
+
+    async with DiscordEmulator() as emu, core_under_test("memory", tmp_path) as cut:
+        c = seed_community(emu)
+        rt = SimpleNamespace(llm=None)
+        async with running_client(emu, cut.core, [c.guild_id]) as client:
+            adapters = Adapters(discord=client)
+
+            def state() -> str:
+                return live_parts({"discord": "gateway"}, adapters, rt)["discord"]  # type: ignore[arg-type]
+
+            assert state() == "gateway connected"
+            async with emu.session_gap():  # the gateway drops; new sessions are held
+                await until(lambda: state() == "gateway reconnecting")
+            await emu.wait_for_ready(2)
+            await until(lambda: state() == "gateway connected")
+            failed = live_parts({"discord": "failed: stopped"}, adapters, rt)  # type: ignore[arg-type]
+            assert failed["discord"] == "failed: stopped"

@@ -189,3 +189,29 @@ def test_db_downgrade_takes_a_relative_revision(tmp_path: Path) -> None:
     proc = _rapport(["db", "downgrade", "-1"], {"DATABASE_URL": url}, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "0005" in proc.stdout
+
+
+def test_a_discord_reconnect_is_one_warning_line_not_a_traceback() -> None:
+    import logging
+    import sys
+
+    from bot.cli import reconnect_as_one_line
+
+    try:
+        raise OSError("Connect call failed ('127.0.0.1', 9)")
+    except OSError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(
+        "discord.client",
+        logging.ERROR,
+        "client.py",
+        781,
+        "Attempting a reconnect in %.2fs",
+        (1.09,),
+        exc_info,
+    )
+    assert reconnect_as_one_line(record)
+    assert record.levelname == "WARNING" and record.exc_info is None
+    assert record.getMessage() == (
+        "Attempting a reconnect in 1.09s (OSError: Connect call failed ('127.0.0.1', 9))"
+    )
