@@ -33,19 +33,36 @@ class PartFailed(Exception):
     stops and exits non-zero instead of running without it."""
 
 
-def start_scheduler(rt: Runtime, leader: LeaderLock, *, sla_every_s: int = 30) -> AsyncIOScheduler:
+def start_scheduler(
+    rt: Runtime, leader: LeaderLock, *, sla_every_s: int = 30, settings_every_s: int = 30
+) -> AsyncIOScheduler:
     """Periodic jobs read their work from the database, so a restart loses nothing.
 
-    Every replica runs the scheduler, but only the one holding the leader lock acts.
+    Every replica runs the scheduler, but only the one holding the leader lock sends SLA
+    reminders; every replica reloads the admin settings other replicas stored.
     """
 
     async def sla_tick() -> None:
         if await asyncio.to_thread(leader.try_acquire):
             await rt.flags.check_sla()
 
+    async def settings_tick() -> None:  # every replica: settings changed on another one
+        try:
+            await rt.core.reload_settings()
+        except Exception:
+            logger.exception("reloading community settings failed")
+
     scheduler = AsyncIOScheduler(timezone="UTC")
     scheduler.add_job(
         sla_tick, "interval", seconds=sla_every_s, id="sla", max_instances=1, coalesce=True
+    )
+    scheduler.add_job(
+        settings_tick,
+        "interval",
+        seconds=settings_every_s,
+        id="settings",
+        max_instances=1,
+        coalesce=True,
     )
     scheduler.start()
     return scheduler

@@ -134,6 +134,8 @@ class Core:
         """New messages taken by :meth:`accept`, judged together in the next pass."""
         self._follow_ups: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
+        self._stored_settings: dict[tuple[str, str], dict[str, object]] = {}
+        """Admin settings as last read from the database, per (platform, community)."""
 
     async def start(self) -> None:
         """Load what the hot path consults from memory, and replay managers' feedback."""
@@ -154,8 +156,7 @@ class Core:
             self._judge.learn(key, text, is_negative)
         if feedback:
             logger.info("replayed %d feedback example(s) into the detector", len(feedback))
-        for platform, community_id, settings in await self._db.run(queries.community_settings):
-            self._apply_settings(platform, community_id, settings)
+        await self.reload_settings()
         self._writer.start()
         self._watch.restore(await self.flags.open_flags())
         await self.flags.resume_drafts()
@@ -618,6 +619,25 @@ class Core:
         """None when there is nothing to watch, so the hot path skips the search."""
         watch = CompetitorWatch(names, self._valence)
         return watch if watch.names else None
+
+    async def reload_settings(self) -> int:
+        """Put into effect the admin settings stored by any replica; returns how many
+        communities' settings changed. A replica applies its own admins' changes at once;
+        this picks up the others' (run periodically) and settings reset to default."""
+        stored = {(p, c): st for p, c, st in await self._db.run(queries.community_settings)}
+        changed = [
+            where
+            for where in stored.keys() | self._stored_settings.keys()
+            if stored.get(where, {}) != self._stored_settings.get(where, {})
+        ]
+        if changed:
+            await self.flush()  # messages that arrived before a change are judged as before
+        for platform, community_id in changed:
+            self._judge.set_sensitivity(community_key(platform, community_id), None)
+            self._watches.pop((platform, community_id), None)
+            self._apply_settings(platform, community_id, stored.get((platform, community_id), {}))
+        self._stored_settings = stored
+        return len(changed)
 
     def _apply_settings(
         self, platform: str, community_id: str, settings: dict[str, object]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from bot.app import build_runtime
+from bot.settings import Settings
 from handlers.commands import (
     ADMIN_COMMANDS,
     MAX_COMPETITORS,
@@ -11,6 +15,7 @@ from handlers.commands import (
     parse_competitors,
     parse_sensitivity,
 )
+from tests.core_helpers import KeywordJudge
 
 
 @pytest.mark.parametrize(
@@ -50,3 +55,26 @@ def test_mention_summary_lists_every_name_with_its_sentiments() -> None:
         "Mentions in the last 7 days: Globex 3 (2 positive, 1 negative); Initech none; "
         "Umbrella 1 (1 neutral)."
     )
+
+
+async def test_a_setting_changed_on_another_replica_takes_effect_here(tmp_path: Path) -> None:
+    """Two replicas share the database: an admin's change on one reaches the other at
+    its next settings reload, and so does going back to the default."""
+    url = f"sqlite:///{tmp_path}/replicas.db"
+    settings = Settings(DATABASE_URL=url, _env_file=None)  # type: ignore[call-arg]
+    async with (
+        build_runtime(settings, judge=KeywordJudge(), start_workers=False) as a,
+        build_runtime(settings, judge=KeywordJudge(), start_workers=False) as b,
+    ):
+        await a.core.set_sensitivity("slack", "T1", 0.9)
+        await a.core.set_competitors("slack", "T1", ["Globex"])
+        assert (await b.core.community_settings("slack", "T1")).sensitivity == 0.5
+        assert await b.core.reload_settings() == 1
+        here = await b.core.community_settings("slack", "T1")
+        assert here.sensitivity == 0.9 and here.competitors == ("Globex",)
+        assert await b.core.reload_settings() == 0  # nothing new
+        await a.core.set_sensitivity("slack", "T1", None)
+        await a.core.set_competitors("slack", "T1", None)
+        await b.core.reload_settings()
+        back = await b.core.community_settings("slack", "T1")
+        assert back.sensitivity == 0.5 and back.competitors_are_default
