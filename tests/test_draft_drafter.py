@@ -273,39 +273,16 @@ async def test_the_member_s_language_picks_the_template_through_the_core_port() 
     """The core does not know a member's language; the drafter guesses it from the text
     among the brand's languages, so a French or Spanish member gets that template."""
     d = drafter(None)
-    french = DraftJob(
-        1,
-        "discord",
-        "g1",
-        "Dana",
-        "Ma commande n'est toujours pas arrivée, c'est la troisième fois que je vous écris",
-        (),
-        "delivery_delay",
-        "medium",
-    )
-    assert (await d.make(french)).text.startswith("Bonjour Dana")
-    spanish = DraftJob(
-        2,
-        "discord",
-        "g1",
-        "Dana",
-        "Mi pedido todavía no ha llegado y nadie me responde",
-        (),
-        "delivery_delay",
-        "medium",
-    )
-    assert (await d.make(spanish)).text.startswith("Hola Dana")
-    english = DraftJob(
-        3,
-        "discord",
-        "g1",
-        "Dana",
-        "my parcel never arrived and nobody answers",
-        (),
-        "delivery_delay",
-        "medium",
-    )
-    assert (await d.make(english)).text.startswith("Hi Dana")
+    for text, greeting in [
+        (
+            "Ma commande n'est toujours pas arrivée, c'est la troisième fois que je vous écris",
+            "Bonjour Dana",
+        ),
+        ("Mi pedido todavía no ha llegado y nadie me responde", "Hola Dana"),
+        ("my parcel never arrived and nobody answers", "Hi Dana"),
+    ]:
+        job = DraftJob(1, "discord", "g1", "Dana", text, (), "delivery_delay", "medium")
+        assert (await d.make(job)).text.startswith(greeting), text
 
 
 def test_language_guess_needs_clear_evidence() -> None:

@@ -8,9 +8,7 @@ emulator (or an httpx.MockTransport for shapes the emulator never sends).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -18,37 +16,20 @@ import pytest
 
 from bot.llm import LlmConfig, OpenAIChatClient
 from bot.sandbox.openai_emulator import OpenAIEmulator
-from handlers.draft import Drafter, DraftRequest
+from handlers.draft import DraftRequest
 from handlers.draft.knowledge import KnowledgeStore, tokenize
 from handlers.draft.prompting import SYSTEM_CANARY
 from handlers.draft.sanitize import promise_warnings, sanitize
+from tests.test_draft_drafter import client_for, drafter
 from tests.test_draft_sanitize import off_list_links
 
-ROOT = Path(__file__).resolve().parents[1]
-PROMPTS = ROOT / "prompts"
-KB = PROMPTS / "kb"
-NOW = datetime(2026, 3, 14, 9, 30, tzinfo=UTC)
 ALLOWED = ("acme.example", "help.acme.example", "status.acme.example")
-
-
-class NoSleep:
-    async def __call__(self, delay: float) -> None:
-        await asyncio.sleep(0)
 
 
 @pytest.fixture
 async def emu() -> AsyncIterator[OpenAIEmulator]:
     async with OpenAIEmulator() as emulator:
         yield emulator
-
-
-def client_for(emu: OpenAIEmulator, **kw: object) -> OpenAIChatClient:
-    config = LlmConfig(base_url=emu.base_url, api_key="sk-test", **kw)  # type: ignore[arg-type]
-    return OpenAIChatClient(config, sleep=NoSleep())
-
-
-def drafter(model: OpenAIChatClient | None) -> Drafter:
-    return Drafter(model, PROMPTS, KB, clock=lambda: NOW)
 
 
 def request(
