@@ -52,6 +52,10 @@ PLATFORM = Platform.DISCORD.value
 MAX_MESSAGE_LEN = 2000
 RECENT_IDS = 10_000
 BACKFILL_CLOCK_MARGIN: Final = timedelta(minutes=2)
+DELETE_CHECK_WINDOW: Final = timedelta(days=1)
+"""How far back a backfill looks for messages deleted while Rapport was away."""
+DELETE_CHECK_LIMIT: Final = 1000
+"""At most this many of a channel's newest messages are fetched for that check."""
 FLAG_COMMAND_NAME = "Flag for follow-up"
 # Member-authored messages; joins, pins, thread-starter echoes and the like are system noise.
 CONVERSATION_TYPES = frozenset({discord.MessageType.default, discord.MessageType.reply})
@@ -587,7 +591,7 @@ class DiscordAdapter(discord.Client):
         started = self._session_started
         before = started - BACKFILL_CLOCK_MARGIN if started is not None else None
         async with self._backfill_lock:
-            fed = 0
+            fed = erased = 0
             for guild in list(self.guilds):
                 for channel in [*guild.text_channels, *guild.forums]:
                     gid, cid = str(guild.id), str(channel.id)
@@ -605,10 +609,39 @@ class DiscordAdapter(discord.Client):
                         if source.last_message_id is not None and source.last_message_id <= after:
                             continue  # nothing newer, as GUILD_CREATE told us
                         fed += await self._backfill_one(source, after)
+                    if isinstance(channel, discord.TextChannel):
+                        erased += await self._erase_missed_deletes(channel, gid, cid)
+            if erased:
+                logger.info("backfill erased %d message(s) deleted while away", erased)
             if fed:
                 # Fetched, not necessarily new: after a restart what was already stored
                 # comes back too, and the database stores it once.
                 logger.info("backfill fetched %d message(s) newer than the stored ones", fed)
+
+    async def _erase_missed_deletes(self, channel: discord.TextChannel, gid: str, cid: str) -> int:
+        """Erase stored messages of the last day that the channel no longer has: deleted
+        while Rapport was away (the gateway does not replay deletes). Bounded: at most
+        ``DELETE_CHECK_LIMIT`` messages are fetched, oldest first from a day ago, and only
+        the span they cover is judged; thread messages are not checked."""
+        since = discord.utils.utcnow() - DELETE_CHECK_WINDOW
+        stored = await self.core.recent_message_ids(PLATFORM, gid, cid, since)
+        if not stored:
+            return 0
+        present: set[int] = set()
+        try:
+            async for message in channel.history(limit=DELETE_CHECK_LIMIT, after=since):
+                present.add(message.id)
+        except discord.HTTPException:
+            logger.exception("checking channel %s for deleted messages failed", cid)
+            return 0
+        # When the limit cut the history short, only the span it covered can be judged.
+        top = max(present) if present and len(present) >= DELETE_CHECK_LIMIT else None
+        gone = sorted(
+            int(m) for m in stored if int(m) not in present and (top is None or int(m) < top)
+        )
+        if gone:
+            await self._deleted(int(gid), int(cid), gone)
+        return len(gone)
 
     async def _backfill_start(self, gid: str, cid: str, before: datetime | None) -> int | None:
         """The id after which a channel's history is fetched: the newest message stored

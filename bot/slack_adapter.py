@@ -89,6 +89,10 @@ EDIT_ACTION_ID: Final = "text"
 SHORTCUT_CALLBACK_ID: Final = "flag_for_followup"
 SLASH_COMMAND: Final = "/rapport"
 THREAD_BACKFILL_DAYS: Final = 3
+DELETE_CHECK_WINDOW: Final = timedelta(days=1)
+"""How far back a backfill looks for messages deleted while Rapport was away."""
+DELETE_CHECK_LIMIT: Final = 1000
+"""About this many of a channel's newest messages are read for that check."""
 """Threads with replies stored this recently are read again on start (see ``backfill``)."""
 NOT_A_MANAGER: Final = (
     "Only community managers can act on flags. Ask an admin to add you to SLACK_MANAGERS."
@@ -468,9 +472,56 @@ class SlackAdapter:
                 async with self._ordered(channel):
                     await self._ingest_message(channel, message, {"team_id": team}, {})
                 fed += 1
+            try:
+                erased = await self._erase_missed_deletes(team, channel, now)
+            except _CALL_ERRORS as exc:
+                logger.warning("Slack check of %s for deleted messages skipped: %s", channel, exc)
+                erased = 0
+            if erased:
+                logger.info("Slack backfill erased %d message(s) deleted while away", erased)
         if fed:
             logger.info("Slack backfill stored %d message(s) missed while away", fed)
         return fed
+
+    async def _erase_missed_deletes(self, team: str, channel: str, now: datetime) -> int:
+        """Erase stored top-level messages of the last day that the channel's history no
+        longer has (or shows as a tombstone): deleted while Rapport was away. Bounded: about
+        :data:`DELETE_CHECK_LIMIT` of the newest messages are read; only their span is
+        judged."""
+        since = now - DELETE_CHECK_WINDOW
+        stored = await self.core.recent_message_ids(PLATFORM, team, channel, since)
+        if not stored:
+            return 0
+        # Slack pages history newest first: when the limit stops the reading, what it
+        # read is everything from its oldest message on.
+        history: list[JSON] = []
+        cursor: str | None = None
+        complete = False
+        while len(history) < DELETE_CHECK_LIMIT:
+            resp = await self.client.conversations_history(
+                channel=channel, oldest=f"{since.timestamp():.6f}", limit=200, cursor=cursor
+            )
+            history.extend(m for m in resp.get("messages") or [] if isinstance(m, dict))
+            cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
+            if not cursor:
+                complete = True
+                break
+        present = {str(m.get("ts")) for m in history if m.get("subtype") != "tombstone"}
+        floor = 0.0 if complete else min((float(m.get("ts") or 0) for m in history), default=0.0)
+        gone = sorted((ts for ts in stored if ts not in present and float(ts) >= floor), key=float)
+        for ts in gone:
+            async with self._ordered(channel):
+                await self._ingest_message(
+                    channel,
+                    {
+                        "subtype": "message_deleted",
+                        "deleted_ts": ts,
+                        "ts": f"{now.timestamp():.6f}",
+                    },
+                    {"team_id": team},
+                    {},
+                )
+        return len(gone)
 
     async def _missed_in(self, team: str, channel: str, now: datetime) -> list[JSON]:
         """Top-level messages after the newest stored one, and thread replies since the

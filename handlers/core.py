@@ -483,6 +483,14 @@ class Core:
         pairs = await self._db.run(lambda s: queries.channels_with_messages(s, platform))
         return [p for p in pairs if (platform, *p) not in self._unwatched]
 
+    async def recent_message_ids(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> set[str]:
+        await self.flush()
+        return await self._db.run(
+            lambda s: queries.recent_message_ids(s, platform, community_id, channel_id, since)
+        )
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:

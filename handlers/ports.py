@@ -134,6 +134,14 @@ class CommunityCore(Protocol):
         """(community, channel) pairs with stored messages, for backfill after downtime."""
         ...
 
+    async def recent_message_ids(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> set[str]:
+        """Stored, not deleted, top-level (not in a thread) messages of a channel created
+        since ``since``: what a platform's history is compared with to find the messages
+        deleted while Rapport was away."""
+        ...
+
     async def recent_threads(
         self, platform: str, community_id: str, channel_id: str, since: datetime
     ) -> list[tuple[str, datetime]]:

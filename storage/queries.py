@@ -619,6 +619,23 @@ def last_message_id(
     return str(row[0]) if row is not None else None
 
 
+def recent_message_ids(
+    session: Session, platform: str, community_id: str, channel_id: str, since: datetime
+) -> set[str]:
+    """Top-level messages of a channel stored since ``since`` and not deleted."""
+    rows = session.execute(
+        select(col(Message.message_id)).where(
+            col(Message.platform) == platform,
+            col(Message.community_id) == community_id,
+            col(Message.channel_id) == channel_id,
+            col(Message.thread_id).is_(None),
+            col(Message.deleted_at).is_(None),
+            col(Message.created_at) >= since,
+        )
+    ).all()
+    return {str(r[0]) for r in rows}
+
+
 def recent_threads(
     session: Session,
     platform: str,

@@ -102,6 +102,19 @@ class MemoryCore(NullCore):
         ]
         return str(max(ids)) if ids else None
 
+    async def recent_message_ids(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> set[str]:
+        return {
+            r.event.message_id
+            for (p, _), r in self.rows.items()
+            if p == platform
+            and r.event.channel_id == channel_id
+            and r.event.thread_id is None
+            and not r.deleted
+            and r.event.created_at >= since
+        }
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:

@@ -427,6 +427,46 @@ async def test_a_gap_is_backfilled_when_live_messages_land_before_on_ready(
         assert await cut.store.stored_count(P, gap) == len(gap)
 
 
+async def test_a_message_deleted_while_away_is_erased_by_the_backfill(
+    emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
+) -> None:
+    """The gateway does not replay a delete missed in a gap; the backfill compares the
+    last day of history with what is stored and erases what is gone."""
+    c = community
+    kept = await say_and_wait(emu, cut, c.alice, c.general, "the app is fine today")
+    secret = await say_and_wait(emu, cut, c.bob, c.general, "my card number is 4111 1111")
+    async with emu.session_gap():
+        emu.delete(secret)  # nobody is connected to hear it
+    await emu.wait_for_ready(2)
+    await cut.core.wait_until(lambda: MessageKind.DELETE in cut.core.kinds(str(secret)))
+    assert await cut.store.stored_text(P, str(secret)) in ("", None)
+    assert await cut.store.stored_text(P, str(kept)) == "the app is fine today"
+
+
+async def test_the_delete_check_judges_only_the_history_it_fetched(
+    emu: DiscordEmulator,
+    community: Community,
+    cut: CoreUnderTest,
+    client: DiscordAdapter,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With the fetch limit reached, a stored message past the fetched span is not
+    taken for deleted: only absence inside the span counts."""
+    import bot.discord_adapter as adapter
+
+    monkeypatch.setattr(adapter, "DELETE_CHECK_LIMIT", 2)
+    c = community
+    said = [await say_and_wait(emu, cut, c.alice, c.general, f"message {i}") for i in range(4)]
+    async with emu.session_gap():
+        emu.delete(said[0])
+    await emu.wait_for_ready(2)
+    await cut.core.wait_until(lambda: MessageKind.DELETE in cut.core.kinds(str(said[0])))
+    await asyncio.gather(*list(client._tasks), return_exceptions=True)  # the whole backfill
+    for mid in said[1:]:
+        assert await cut.store.stored_text(P, str(mid)) is not None
+        assert MessageKind.DELETE not in cut.core.kinds(str(mid))
+
+
 async def test_reconnect_resumes_without_loss(
     emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
 ) -> None:

@@ -238,3 +238,27 @@ async def test_an_admin_names_a_competitor_with_an_ampersand(stack: SlackStack) 
     await rt.settle()
     tags = await rt.db.run(lambda s: [m.competitor for m in s.scalars(select(CompetitorMention))])
     assert tags == ["AT&T"]
+
+
+async def test_messages_deleted_while_away_are_erased_by_the_backfill(stack: SlackStack) -> None:
+    """Nothing replays a delete Rapport missed: the backfill compares the last day of
+    history with what is stored (a parent deleted under its replies is a tombstone)."""
+    emu, rt = stack.emu, stack.runtime
+    assert rt is not None
+    observed = stack.extras["observed"]
+    kept, _ = await emu.say(GENERAL, MEMBER, "all good here")
+    gone, _ = await emu.say(GENERAL, MEMBER, "my card is 4111 1111 1111 1111")
+    parent, _ = await emu.say(GENERAL, MEMBER, "my address is 12 Elm Street")
+    await emu.say(GENERAL, OUTSIDER, "oh no", thread_ts=parent)
+    await observed.wait_for(lambda: len(observed.messages) == 4)
+    # While Rapport is away: both are deleted; the events go nowhere.
+    del emu.channels[GENERAL].messages[gone]
+    emu.delete_event(GENERAL, parent)  # leaves a tombstone, as Slack does
+    await stack.adapter.backfill()
+    await rt.settle()
+    rows = await rt.db.run(
+        lambda s: {m.message_id: (m.text, m.deleted_at) for m in s.scalars(select(Message))}
+    )
+    assert rows[gone][0] == "" and rows[gone][1] is not None
+    assert rows[parent][0] == "" and rows[parent][1] is not None
+    assert rows[kept] == ("all good here", None)

@@ -51,6 +51,11 @@ class DelegatingCore:
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return await self.inner.known_channels(platform)
 
+    async def recent_message_ids(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> set[str]:
+        return await self.inner.recent_message_ids(platform, community_id, channel_id, since)
+
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
     ) -> FlagOutcome:
@@ -119,6 +124,11 @@ class NullCore:
 
     async def known_channels(self, platform: str) -> list[tuple[str, str]]:
         return []
+
+    async def recent_message_ids(
+        self, platform: str, community_id: str, channel_id: str, since: datetime
+    ) -> set[str]:
+        return set()
 
     async def manual_flag(
         self, platform: str, community_id: str, channel_id: str, message_id: str, actor: str
