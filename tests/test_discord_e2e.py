@@ -61,7 +61,7 @@ async def test_complaint_is_flagged_and_the_approved_reply_lands_as_a_reply(
     emu, c, core, rt = stack
     mid = emu.say(c.alice, c.general, "I want a refund, the app is broken")
     await core.wait_until(lambda: str(mid) in core.new_count())
-    assert await RuntimeStore(rt.db, rt.writer).stored_count("discord", [str(mid)]) == 1
+    assert await RuntimeStore(rt.db, rt.core).stored_count("discord", [str(mid)]) == 1
     flag = await _flag_for(rt, str(mid))
     assert flag.id is not None
 
