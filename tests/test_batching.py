@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from sqlalchemy import event, text
@@ -13,6 +15,8 @@ from sqlmodel import Session
 
 from handlers.batching import BatchWriter
 from storage.db import Database, DatabaseBusy
+
+T = TypeVar("T")
 
 
 def _apply(session: Session, ops: list[str]) -> list[int]:
@@ -87,7 +91,7 @@ class _Outage(Database):
         super().__init__(url)
         self.failures = failures
 
-    async def run(self, fn):  # type: ignore[no-untyped-def]
+    async def run(self, fn: Callable[[Session], T]) -> T:
         if self.failures:
             self.failures -= 1
             raise DatabaseBusy("the database stayed locked; try again shortly")
@@ -129,7 +133,7 @@ async def test_an_outage_while_splitting_a_bad_batch_keeps_the_order(tmp_path: P
     real_run = db.run
     calls = 0
 
-    async def flaky(fn):  # type: ignore[no-untyped-def]
+    async def flaky(fn: Callable[[Session], object]) -> object:
         # The whole batch fails on its bad row; then, writing one by one (x1, bad, x2...),
         # the database goes away once, just as x2 is written.
         nonlocal calls
@@ -138,7 +142,7 @@ async def test_an_outage_while_splitting_a_bad_batch_keeps_the_order(tmp_path: P
             raise DatabaseBusy("locked")
         return await real_run(fn)
 
-    db.run = flaky  # type: ignore[method-assign]
+    db.run = flaky  # type: ignore[method-assign, assignment]
     for v in ("x1", "bad", "x2", "x3"):
         writer.enqueue(v)
     await writer.flush()
@@ -158,7 +162,7 @@ async def test_a_full_sqlite_disk_delays_writes_and_loses_none(tmp_path: Path) -
 
     db.call(lambda s: s.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)")))
     db.call(lambda s: s.execute(text("INSERT INTO t (v) VALUES ('seed')")))
-    limit["pages"] = db.call(lambda s: s.execute(text("PRAGMA page_count")).scalar())
+    limit["pages"] = int(db.call(lambda s: s.execute(text("PRAGMA page_count")).scalar_one()))
     db.engine.dispose()  # the disk is now full
     pauses: list[float] = []
 
@@ -187,7 +191,7 @@ def test_sqlite_errors_that_pass_are_transient() -> None:
 
     def err(name: str, message: str) -> OperationalError:
         orig = sqlite3.OperationalError(message)
-        orig.sqlite_errorname = name  # type: ignore[attr-defined]
+        orig.sqlite_errorname = name
         return OperationalError("INSERT", {}, orig)
 
     for name in ("SQLITE_FULL", "SQLITE_IOERR_WRITE", "SQLITE_CANTOPEN", "SQLITE_READONLY"):

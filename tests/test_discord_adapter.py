@@ -15,12 +15,12 @@ from bot.discord_adapter import (
     DEFAULT_SUBCOMMANDS,
     FLAG_COMMAND_NAME,
     MAX_MESSAGE_LEN,
-    CommandContext,
     DiscordAdapter,
     Subcommand,
     split_text,
 )
 from bot.sandbox.discord_emulator import DiscordEmulator
+from handlers.commands import CommandContext
 from handlers.events import (
     AddReaction,
     MessageEvent,

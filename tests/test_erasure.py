@@ -36,7 +36,10 @@ async def runtime(
     db_url: str, clock: ManualClock | None = None, **settings: str
 ) -> AsyncIterator[tuple[Runtime, RecordingExecutor]]:
     config = Settings(  # type: ignore[call-arg]
-        DATABASE_URL=db_url, SLACK_MANAGERS="M1", _env_file=None, **settings
+        DATABASE_URL=db_url,
+        SLACK_MANAGERS="M1",
+        _env_file=None,
+        **settings,  # type: ignore[arg-type]
     )
     async with build_runtime(
         config, clock=clock or ManualClock(), judge=KeywordJudge(), start_workers=False

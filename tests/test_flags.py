@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from bot.app import Runtime, build_runtime
 from bot.settings import Settings
@@ -435,7 +436,7 @@ async def test_a_duplicate_of_a_resolved_incident_is_a_new_flag(db_url: str) -> 
             message("checkout is broken, cannot pay", "m1", author="u1", at=clock.now())
         )
         await rt.settle()
-        flags = await rt.db.run(lambda s: list(s.scalars(select(Flag).order_by(Flag.id))))
+        flags = await rt.db.run(lambda s: list(s.scalars(select(Flag).order_by(col(Flag.id)))))
         assert [(f.message_id, f.state, f.incident_size) for f in flags] == [
             ("m0", "resolved", 1),
             ("m1", "open", 1),

@@ -25,7 +25,7 @@ def _settings(url: str) -> Settings:
 
 async def _count(rt, model) -> int:  # type: ignore[no-untyped-def]
     await rt.writer.flush()
-    return await rt.db.run(
+    return await rt.db.run(  # type: ignore[no-any-return]
         lambda s: s.execute(select(func.count()).select_from(model)).scalar_one()
     )
 
@@ -161,12 +161,12 @@ async def test_competitor_mentions_are_tagged_and_follow_deletes(db_url: str) ->
     ) as rt:
         await rt.core.on_message(message("Umbrella and Globex both", "c5", community="g2"))
         await rt.writer.flush()
-        rows = await rt.db.run(
+        names: list[str] = await rt.db.run(
             lambda s: [
                 r.competitor for r in s.scalars(select(CompetitorMention)) if r.message_id == "c5"
             ]
         )
-        assert rows == ["Umbrella"]
+        assert names == ["Umbrella"]
 
 
 async def test_admin_settings_survive_a_restart_and_a_bad_stored_value_is_ignored(

@@ -342,7 +342,9 @@ def mock_client(handler: object, **kw: object) -> tuple[OpenAIChatClient, Record
     return OpenAIChatClient(config, http=http, sleep=sleep, rng=lambda: 0.5), sleep
 
 
-def completion(content: str | None, finish: str = "stop", refusal: str | None = None) -> dict:
+def completion(
+    content: str | None, finish: str = "stop", refusal: str | None = None
+) -> dict[str, object]:
     return {
         "id": "x",
         "object": "chat.completion",
@@ -359,7 +361,7 @@ def completion(content: str | None, finish: str = "stop", refusal: str | None = 
     }
 
 
-def sse(*chunks: tuple[dict, str | None]) -> bytes:
+def sse(*chunks: tuple[dict[str, object], str | None]) -> bytes:
     lines = [
         "data: "
         + json.dumps(

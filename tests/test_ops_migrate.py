@@ -32,7 +32,7 @@ def _waiting(conn: psycopg.Connection[tuple[object, ...]]) -> int:
         " AND objid::bigint = %s",
         (MIGRATION_LOCK_KEY,),
     ).fetchone()
-    return int(row[0]) if row else 0
+    return int(str(row[0])) if row else 0
 
 
 def test_concurrent_upgrades_wait_for_each_other(pg_url: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import select
+from sqlmodel import col
 
 from storage.models import CompetitorMention, Message
 from tests.slack_helpers import (
@@ -212,7 +213,7 @@ async def test_a_thread_parent_deleted_under_its_replies_is_erased(stack: SlackS
     assert stack.runtime is not None
     await stack.runtime.settle()
     row = await stack.runtime.db.run(
-        lambda s: s.scalars(select(Message).where(Message.message_id == member_ts)).one()
+        lambda s: s.scalars(select(Message).where(col(Message.message_id) == member_ts)).one()
     )
     assert row.deleted_at is not None and row.text == ""
     assert row.deleted_at > row.created_at  # when it was deleted, not when it was said

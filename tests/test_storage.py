@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, inspect, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from storage import queries
 from storage.db import Database
@@ -224,9 +225,13 @@ def test_pending_card_updates_are_found_per_flag_in_any_number(db_url: str) -> N
             key = item.dedupe_key
             flag_id = int(key.split(":")[1]) if key.startswith("card-update:") else 0
             if flag_id % 2 == 0:  # even flags: every update already ran
-                db.call(lambda s, i=item.id: queries.finish(s, i, NOW, {}))
+                db.call(functools.partial(queries.finish, item_id=item.id or 0, now=NOW, result={}))
             else:  # odd flags: put back as pending
-                db.call(lambda s, i=item.id: queries.retry_later(s, i, NOW, "slack down"))
+                db.call(
+                    functools.partial(
+                        queries.retry_later, item_id=item.id or 0, due_at=NOW, error="slack down"
+                    )
+                )
         asked = [1, 2, 3, 10, 11, 12, 13, 15, 17, 19, 20, 99]
         pending = db.call(lambda s: queries.flags_with_pending_card_update(s, asked))
         assert pending == {1, 3, 11, 13, 15, 17, 19}
@@ -435,9 +440,9 @@ def test_ingested_times_sort_and_compare_like_orm_written_ones(db_url: str) -> N
             return db.call(
                 lambda s: list(
                     s.scalars(
-                        select(Message.message_id)
-                        .where(Message.platform == platform, Message.created_at >= since)
-                        .order_by(Message.created_at)
+                        select(col(Message.message_id))
+                        .where(col(Message.platform) == platform, col(Message.created_at) >= since)
+                        .order_by(col(Message.created_at))
                     )
                 )
             )
@@ -485,7 +490,9 @@ def test_migration_0005_rewrites_driver_written_times(sqlite_url: str) -> None:
         }
         whole = datetime(2026, 1, 5, 9, 0, 1, tzinfo=UTC)
         later = db.call(
-            lambda s: set(s.scalars(select(Message.message_id).where(Message.created_at >= whole)))
+            lambda s: set(
+                s.scalars(select(col(Message.message_id)).where(col(Message.created_at) >= whole))
+            )
         )
         assert later == {"whole", "orm"}
     finally:
