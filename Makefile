@@ -22,7 +22,7 @@ lint: install
 	$(BIN)/ruff format --check .
 
 typecheck: install
-	$(BIN)/mypy handlers storage bot tests
+	$(BIN)/mypy handlers storage bot tests bench
 
 pytest: install
 	scripts/with-postgres.sh $(BIN)/pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -14,6 +14,7 @@ Last line: one JSON object with p50_ms, p99_ms and flags.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import statistics
@@ -24,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.sandbox.stack import FLAGS_CHANNEL, sandbox
+from bot.sandbox.stack import FLAGS_CHANNEL, Sandbox, sandbox
 from handlers.clock import OffsetClock
 from handlers.draft import Drafter
 
@@ -43,6 +44,10 @@ def _drafter(clock: OffsetClock) -> Drafter:
     return Drafter(None, prompts, prompts / "kb", clock=clock.now)
 
 
+def _more_cards(sb: Sandbox, before: int) -> bool:
+    return len(sb.cards()) > before
+
+
 async def run(n: int) -> dict[str, float | int]:
     clock = OffsetClock()
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,7 +60,7 @@ async def run(n: int) -> dict[str, float | int]:
                 before = len(sb.cards())
                 t0 = time.time()
                 sb.discord.say(member, sb.ids.general, text)
-                await sb.slack.wait_for(lambda b=before: len(sb.cards()) > b, timeout=10)
+                await sb.slack.wait_for(functools.partial(_more_cards, sb, before), timeout=10)
                 posted = [
                     c
                     for c in sb.slack.calls_to("chat.postMessage")
