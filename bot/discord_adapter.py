@@ -629,7 +629,10 @@ class DiscordAdapter(discord.Client):
             return 0
         present: set[int] = set()
         try:
-            async for message in channel.history(limit=DELETE_CHECK_LIMIT, after=since):
+            # Read from a minute earlier than the stored messages asked about, so one
+            # created on the very boundary is never missing from what was read.
+            read_from = since - timedelta(minutes=1)
+            async for message in channel.history(limit=DELETE_CHECK_LIMIT, after=read_from):
                 present.add(message.id)
         except discord.HTTPException:
             logger.exception("checking channel %s for deleted messages failed", cid)

@@ -499,7 +499,12 @@ class SlackAdapter:
         complete = False
         while len(history) < DELETE_CHECK_LIMIT:
             resp = await self.client.conversations_history(
-                channel=channel, oldest=f"{since.timestamp():.6f}", limit=200, cursor=cursor
+                # A minute earlier than the stored messages asked about: one on the very
+                # boundary is never missing from what was read.
+                channel=channel,
+                oldest=f"{since.timestamp() - 60:.6f}",
+                limit=200,
+                cursor=cursor,
             )
             history.extend(m for m in resp.get("messages") or [] if isinstance(m, dict))
             cursor = (resp.get("response_metadata") or {}).get("next_cursor") or None
