@@ -623,6 +623,10 @@ class DiscordAdapter(discord.Client):
         while Rapport was away (the gateway does not replay deletes). Bounded: at most
         ``DELETE_CHECK_LIMIT`` messages are fetched, oldest first from a day ago, and only
         the span they cover is judged; thread messages are not checked."""
+        # Without Read Message History Discord answers with an empty history, not an
+        # error: that would look like every stored message had been deleted.
+        if not channel.permissions_for(channel.guild.me).read_message_history:
+            return 0
         since = discord.utils.utcnow() - DELETE_CHECK_WINDOW
         stored = await self.core.recent_message_ids(PLATFORM, gid, cid, since)
         if not stored:
@@ -637,8 +641,10 @@ class DiscordAdapter(discord.Client):
         except discord.HTTPException:
             logger.exception("checking channel %s for deleted messages failed", cid)
             return 0
+        if not present:
+            return 0  # an empty history proves nothing (permissions, an API hiccup)
         # When the limit cut the history short, only the span it covered can be judged.
-        top = max(present) if present and len(present) >= DELETE_CHECK_LIMIT else None
+        top = max(present) if len(present) >= DELETE_CHECK_LIMIT else None
         gone = sorted(
             int(m) for m in stored if int(m) not in present and (top is None or int(m) < top)
         )

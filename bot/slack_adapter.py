@@ -511,6 +511,8 @@ class SlackAdapter:
             if not cursor:
                 complete = True
                 break
+        if not history:
+            return 0  # an empty history proves nothing (access, an API hiccup)
         present = {str(m.get("ts")) for m in history if m.get("subtype") != "tombstone"}
         floor = 0.0 if complete else min((float(m.get("ts") or 0) for m in history), default=0.0)
         gone = sorted((ts for ts in stored if ts not in present and float(ts) >= floor), key=float)

@@ -443,6 +443,23 @@ async def test_a_message_deleted_while_away_is_erased_by_the_backfill(
     assert await cut.store.stored_text(P, str(kept)) == "the app is fine today"
 
 
+async def test_a_channel_whose_history_reads_empty_loses_nothing(
+    emu: DiscordEmulator, community: Community, cut: CoreUnderTest, client: DiscordAdapter
+) -> None:
+    """Without Read Message History Discord returns an empty history, not an error: that
+    must not read as "every stored message was deleted"."""
+    c = community
+    said = [await say_and_wait(emu, cut, c.alice, c.general, f"still here {i}") for i in range(3)]
+    emu.history_hidden.add(c.general)
+    async with emu.session_gap():
+        pass
+    await emu.wait_for_ready(2)
+    await until(lambda: client.ready_count == 2)
+    await asyncio.gather(*list(client._tasks), return_exceptions=True)  # the whole backfill
+    for i, mid in enumerate(said):
+        assert await cut.store.stored_text(P, str(mid)) == f"still here {i}"
+
+
 async def test_the_delete_check_judges_only_the_history_it_fetched(
     emu: DiscordEmulator,
     community: Community,

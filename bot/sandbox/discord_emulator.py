@@ -329,6 +329,9 @@ class DiscordEmulator:
         self.bot_posts: list[JSON] = []  # {"channel_id", "message", "request"}
         self.requests: list[tuple[str, str, int]] = []  # method, path, status
         self.faults: list[Fault] = []
+        self.history_hidden: set[int] = set()
+        """Channels whose history the bot may not read: like Discord without Read Message
+        History, they answer with an empty list, not an error."""
         self.latency: float = 0.0
         self.identify_count = 0
         self.resume_count = 0
@@ -1150,6 +1153,8 @@ class DiscordEmulator:
         ch = self._channel_or_404(request)
         if isinstance(ch, web.Response):
             return ch
+        if ch.id in self.history_hidden:
+            return json_body([])
         q = request.query
         limit = max(1, min(100, int(q.get("limit", "50"))))
         ids = list(ch.messages)
