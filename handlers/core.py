@@ -72,6 +72,10 @@ def _new_row(
     )
 
 
+def _message_key(event: MessageEvent) -> tuple[str, str, str, str]:
+    return (event.platform, event.community_id, event.channel_id, event.message_id)
+
+
 @dataclass(frozen=True, slots=True)
 class ManualVerdict:
     """A manager's hand-raised flag: negative by definition."""
@@ -135,6 +139,8 @@ class Core:
         self._follow_ups: set[asyncio.Task[None]] = set()
         self.stats = CoreStats()
         self._stored_settings: dict[tuple[str, str], dict[str, object]] = {}
+        self._in_review: Counter[tuple[str, str, str, str]] = Counter()
+        """Messages whose second opinion is pending (an edit then needs one of its own)."""
         """Admin settings as last read from the database, per (platform, community)."""
 
     async def start(self) -> None:
@@ -213,10 +219,13 @@ class Core:
         )
         if flag_ids:
             await self.flags.refresh_cards(flag_ids, "edited", "the member edited the message")
-        elif not was_complaint and self._watch.thread_flag(event) is None:
+        elif (
+            not was_complaint or _message_key(event) in self._in_review
+        ) and self._watch.thread_flag(event) is None:
             # An edit that turns a message into a complaint is followed up like a new
             # one; a complaint already followed up (flagged, merged into an incident,
-            # overruled by the second opinion) is not followed up again.
+            # overruled by the second opinion) is not followed up again. One still in
+            # review is: that review is about the text before the edit.
             await self._review_or_flag(event, verdict)
 
     async def _refresh_flag_card(self, event: MessageEvent, action: str, detail: str) -> bool:
@@ -363,6 +372,8 @@ class Core:
 
     async def _review(self, event: MessageEvent) -> None:
         assert self._second is not None
+        key = _message_key(event)
+        self._in_review[key] += 1
         try:
             final = await self._second.review(
                 event.text, community_key(event.platform, event.community_id)
@@ -378,11 +389,20 @@ class Core:
             else:  # overruled: stored as not a complaint, so an edit can still be one
                 await self._db.run(
                     lambda s: queries.clear_complaint(
-                        s, event.platform, event.community_id, event.channel_id, event.message_id
+                        s,
+                        event.platform,
+                        event.community_id,
+                        event.channel_id,
+                        event.message_id,
+                        event.text,
                     )
                 )
         except Exception:
             logger.exception("second opinion on message %s failed", event.message_id)
+        finally:
+            self._in_review[key] -= 1
+            if not self._in_review[key]:
+                del self._in_review[key]
 
     async def wait_reviews(self) -> None:
         """Wait until what follows taken messages (flags, escalations, second opinions)
@@ -632,14 +652,15 @@ class Core:
         """Put into effect the admin settings stored by any replica; returns how many
         communities' settings changed. A replica applies its own admins' changes at once;
         this picks up the others' (run periodically) and settings reset to default."""
+        await self.flush()  # messages that arrived before a change are judged as before
+        # Read after the flush and apply without awaiting again: an admin's change on
+        # this replica meanwhile cannot be overwritten by an older snapshot.
         stored = {(p, c): st for p, c, st in await self._db.run(queries.community_settings)}
         changed = [
             where
             for where in stored.keys() | self._stored_settings.keys()
             if stored.get(where, {}) != self._stored_settings.get(where, {})
         ]
-        if changed:
-            await self.flush()  # messages that arrived before a change are judged as before
         for platform, community_id in changed:
             self._judge.set_sensitivity(community_key(platform, community_id), None)
             self._watches.pop((platform, community_id), None)

@@ -546,12 +546,21 @@ def flag_ids_for_message(
 
 
 def clear_complaint(
-    session: Session, platform: str, community_id: str, channel_id: str, message_id: str
+    session: Session,
+    platform: str,
+    community_id: str,
+    channel_id: str,
+    message_id: str,
+    reviewed_text: str,
 ) -> None:
-    """The second opinion overruled the detector: the message is not a complaint."""
+    """The second opinion overruled the detector: the message is not a complaint, as
+    long as it still reads as it did when reviewed (an edit since has its own verdict)."""
     session.execute(
         update(Message)
-        .where(_message_where(platform, community_id, channel_id, message_id))
+        .where(
+            _message_where(platform, community_id, channel_id, message_id),
+            col(Message.text) == reviewed_text,
+        )
         .values(reason=None, severity=None)
     )
 

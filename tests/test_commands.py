@@ -78,3 +78,42 @@ async def test_a_setting_changed_on_another_replica_takes_effect_here(tmp_path: 
         await b.core.reload_settings()
         back = await b.core.community_settings("slack", "T1")
         assert back.sensitivity == 0.5 and back.competitors_are_default
+
+
+async def test_a_reload_does_not_undo_an_admin_change_made_while_it_waits(tmp_path: Path) -> None:
+    """The reload waits for pending writes; an admin's change on this replica during
+    that wait must survive it (not come back only at the next tick)."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from storage import queries
+
+    settings = Settings(_env_file=None, DATABASE_URL=f"sqlite:///{tmp_path}/r.db")  # type: ignore[call-arg]
+    async with build_runtime(settings, judge=KeywordJudge(), start_workers=False) as rt:
+        core = rt.core
+        await core.set_competitors("discord", "g1", ["OldCo"])
+        await core.reload_settings()
+        now = datetime(2026, 1, 5, tzinfo=UTC)
+        await rt.db.run(  # another replica changes this community's sensitivity
+            lambda s: queries.set_community_setting(s, "discord", "g1", "sensitivity", 0.7, now)
+        )
+        gate, entered = asyncio.Event(), asyncio.Event()
+        real_flush = core.flush
+        calls = 0
+
+        async def slow_first_flush() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                entered.set()
+                await gate.wait()
+            await real_flush()
+
+        core.flush = slow_first_flush  # type: ignore[method-assign]
+        tick = asyncio.create_task(core.reload_settings())
+        await entered.wait()
+        await core.set_competitors("discord", "g1", ["NewCo"])  # an admin on this replica
+        gate.set()
+        await tick
+        here = await core.community_settings("discord", "g1")
+        assert here.competitors == ("NewCo",) and here.sensitivity == 0.7

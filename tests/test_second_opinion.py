@@ -94,3 +94,50 @@ async def test_status_says_when_the_llm_gave_no_usable_answer(tmp_path: Path) ->
         _, status = await _run(tmp_path, llm)
     assert "LLM judge: 100.0%" in status
     assert "1 got no usable answer and kept the local verdict" in status, status
+
+
+async def test_an_edit_made_while_the_llm_reviews_the_old_text_is_judged_on_its_own(
+    tmp_path: Path,
+) -> None:
+    """The LLM overrules the text it was shown; the member had meanwhile edited the
+    message into a plain complaint: that complaint is flagged and stays one."""
+    import asyncio
+
+    from tests.core_helpers import until
+
+    strong = (
+        "this app is garbage, it crashed again and deleted all my data, worst support ever, "
+        "I want a refund now"
+    )
+    detector = Detector.default()
+    key = community_key("discord", "g1")
+    detector.set_sensitivity(key, max(0.01, detector.judge(TEXT).score - 0.02))
+    assert detector.judge(TEXT, key).is_negative and detector.judge(strong, key).is_negative
+    async with OpenAIEmulator() as llm:
+        settings = Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            DATABASE_URL=f"sqlite:///{tmp_path}/edit.db",
+            LLM_BASE_URL=llm.base_url,
+            LLM_API_KEY="sk-test",
+            LLM_MODEL="m",
+            LLM_TIMEOUT_S=5,
+        )
+        async with build_runtime(settings, judge=detector, start_workers=False) as rt:
+            second = rt.core._second
+            assert second is not None and second.wants(detector.judge(TEXT, key))
+            release, asked = asyncio.Event(), []
+
+            async def overrules_slowly(text: str, community_id: str) -> object:
+                asked.append(text)
+                await release.wait()
+                return replace(detector.judge(text, community_id), is_negative=False)
+
+            second.review = overrules_slowly  # type: ignore[method-assign, assignment]
+            await rt.core.on_message(message(TEXT, "m1"))
+            await until(lambda: asked == [TEXT])
+            edited = replace(message(strong, "m1"), kind=MessageKind.EDIT, edited_at=NOW)
+            await rt.core.on_message(edited)
+            release.set()
+            await rt.settle()
+            flags = await rt.db.run(lambda s: list(s.scalars(select(Flag))))
+            assert [f.quoted_text for f in flags] == [strong]
