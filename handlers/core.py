@@ -27,7 +27,7 @@ from handlers.flags import FlagService
 from handlers.ingest import IngestWriter
 from handlers.judging import Judge, SecondOpinion, VerdictLike, community_key
 from handlers.ports import ChannelInfo, CommunitySettings, FlagCardView, FlagOutcome
-from handlers.watch import FlagWatch
+from handlers.watch import FlagWatch, WatchedFlag
 from storage import queries
 from storage.db import Database
 from storage.models import Feedback, Flag, Member, Message
@@ -337,6 +337,8 @@ class Core:
         if not await committed:
             return  # a redelivery (retry, backfill): already judged and counted
         watched = self._watch.thread_flag(event)
+        if watched is not None and not await self._watch.still_open(watched):
+            watched = None  # its flag was answered or closed: this reply stands on its own
         if watched is not None:
             # A reply in a flagged thread counts towards that flag, not a card of its own.
             if await self._watch.escalate(watched):
@@ -537,6 +539,19 @@ class Core:
         outcome = await self.flags.raise_flag(
             platform, community_id, channel_id, message_id, manual, source="manual", actor=actor
         )
+        if outcome.ok and outcome.flag_id is not None and "Already" not in outcome.message:
+            # Its thread is watched like a detector's flag: replies escalate it.
+            self._watch.watch(
+                WatchedFlag(
+                    outcome.flag_id,
+                    platform,
+                    community_id,
+                    message_id,
+                    msg.thread_id,
+                    msg.author_id,
+                    manual.severity,
+                )
+            )
         if outcome.ok and msg.text and "Already" not in outcome.message:
             now = self._clock.now()
             await self._db.run(

@@ -48,6 +48,7 @@ _MERGE_HEADS = select(
     _FLAGS.c.incident_size,
     _FLAGS.c.version,
     _FLAGS.c.message_id,
+    _FLAGS.c.quoted_text,
 ).where(_FLAGS.c.id.in_(bindparam("ids", expanding=True)))
 _MERGE_UPDATE = (
     update(_FLAGS)
@@ -213,6 +214,7 @@ class FlagService:
                 col(Flag.community_id) == msg.community_id,
                 col(Flag.incident_key) == key,
                 col(Flag.state).in_(OPEN_STATES),
+                col(Flag.quoted_text) != "",
                 col(Flag.created_at) >= since,
             )
             .order_by(col(Flag.id))
@@ -240,8 +242,8 @@ class FlagService:
         audits: list[tuple[int, str]] = []
         cards: list[tuple[Action, str]] = []
         for head in heads:
-            if head.state not in OPEN_STATES or head.created_at < since:
-                continue
+            if head.state not in OPEN_STATES or head.created_at < since or not head.quoted_text:
+                continue  # closed, out of the window, or its message was deleted
             idxs = [
                 i
                 for i in by_head[head.id]
@@ -286,8 +288,8 @@ class FlagService:
 
         def work(s: Session) -> bool:
             flag = s.get(Flag, flag_id)
-            if flag is None or flag.state not in OPEN_STATES:
-                return False
+            if flag is None or flag.state not in OPEN_STATES or not flag.quoted_text:
+                return False  # closed, or its message was deleted: nothing to hurry for
             raised = SEVERITY_RANK.get(severity, 0) > SEVERITY_RANK.get(flag.severity, 0)
             if not raised and rationale == flag.escalation:
                 return False

@@ -55,6 +55,7 @@ class FlagWatch:
         # (platform, community, message-or-thread id) -> the open flag its replies escalate
         self._threads: dict[tuple[str, str, str], WatchedFlag] = {}
         self._heads: dict[str, int] = {}  # incident key -> the flag that carries it
+        self._by_flag: dict[int, WatchedFlag] = {}  # flag id -> its own message's watch
         # incident key -> set once its first complaint's flag is written (or refused)
         self._starting: dict[str, asyncio.Event] = {}
         self._boot = time.time_ns()
@@ -80,7 +81,12 @@ class FlagWatch:
                 self._incidents.add(ck, flag.quoted_text, flag.created_at, key=flag.incident_key)
                 self._heads.setdefault(flag.incident_key, flag.id)
 
+    def watch(self, wf: WatchedFlag) -> None:
+        """Watch a flag raised outside :meth:`raise_flag` (a manager's manual flag)."""
+        self._watch(wf)
+
     def _watch(self, wf: WatchedFlag) -> None:
+        self._by_flag.setdefault(wf.flag_id, wf)
         self._threads[(wf.platform, wf.community_id, wf.message_id)] = wf
         if wf.thread_id:
             self._threads.setdefault((wf.platform, wf.community_id, wf.thread_id), wf)
@@ -132,18 +138,34 @@ class FlagWatch:
                 del self._starting[incident]
                 starting.set()
         if outcome.ok and outcome.flag_id is not None:
-            self._watch(
-                WatchedFlag(
-                    outcome.flag_id,
-                    event.platform,
-                    event.community_id,
-                    event.message_id,
-                    event.thread_id,
-                    event.author.id,
-                    verdict.severity,
-                )
+            # A duplicate merged into an incident escalates it from the incident's base
+            # severity, not its own.
+            head_wf = self._by_flag.get(outcome.flag_id)
+            wf = WatchedFlag(
+                outcome.flag_id,
+                event.platform,
+                event.community_id,
+                event.message_id,
+                event.thread_id,
+                event.author.id,
+                head_wf.severity if head_wf is not None else verdict.severity,
             )
+            self._watch(wf)
+            # Replies that arrived with the complaint were stored before it had a flag.
+            await self.escalate(wf)
         return outcome
+
+    async def still_open(self, wf: WatchedFlag) -> bool:
+        """Whether the watched flag still takes escalation; a closed one is unwatched, so
+        a new complaint in its thread gets a card of its own."""
+        state = await self._db.run(lambda s: queries.flag_state(s, wf.flag_id))
+        if state in ("open", "claimed"):
+            return True
+        for key, watched in list(self._threads.items()):
+            if watched.flag_id == wf.flag_id:
+                del self._threads[key]
+        self._by_flag.pop(wf.flag_id, None)
+        return False
 
     def _new_key(self) -> str:
         """A new incident's name: unique across restarts without asking the OS for entropy
@@ -157,8 +179,9 @@ class FlagWatch:
         since = now - self._policy.window
 
         def load(s: Session) -> tuple[list[queries.ThreadActivity], dict[str, int]]:
+            posted = queries.flagged_message_time(s, wf.flag_id)
             acts = queries.thread_activity(
-                s, wf.platform, wf.community_id, wf.message_id, wf.thread_id, since
+                s, wf.platform, wf.community_id, wf.message_id, wf.thread_id, since, posted
             )
             authors = sorted({a.author_id for a in acts} | {wf.author_id})
             return acts, queries.member_activity(s, wf.platform, wf.community_id, authors)

@@ -1254,6 +1254,15 @@ class ThreadActivity:
     is_complaint: bool
 
 
+def flagged_message_time(session: Session, flag_id: int) -> datetime | None:
+    """When the message a flag was raised on was posted (a primary-key look-up)."""
+    return session.execute(
+        select(col(Message.created_at))
+        .join(Flag, col(Flag.message_pk) == col(Message.id))
+        .where(col(Flag.id) == flag_id)
+    ).scalar()
+
+
 def thread_activity(
     session: Session,
     platform: str,
@@ -1261,6 +1270,7 @@ def thread_activity(
     flagged_message_id: str,
     thread_id: str | None,
     since: datetime,
+    not_before: datetime | None = None,
 ) -> list[ThreadActivity]:
     """Replies (in the thread, or replying to the message) and reactions since ``since``.
 
@@ -1269,13 +1279,15 @@ def thread_activity(
     thread_ts), and messages that reply to it. One query with OR would scan the
     community's messages.
     """
-    common = (
+    common: list[Any] = [
         col(Message.platform) == platform,
         col(Message.community_id) == community_id,
         col(Message.created_at) >= since,
         col(Message.message_id) != flagged_message_id,
         col(Message.deleted_at).is_(None),
-    )
+    ]
+    if not_before is not None:  # what was said before the flagged message is not about it
+        common.append(col(Message.created_at) >= not_before)
     threads = [flagged_message_id] if not thread_id else [flagged_message_id, thread_id]
     found: dict[int | None, Message] = {}
     for cond in (col(Message.thread_id).in_(threads), col(Message.reply_to) == flagged_message_id):

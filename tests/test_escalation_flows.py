@@ -1,0 +1,232 @@
+"""Escalation and incidents over a flag's life: answered, closed, deleted, merged.
+
+Found by an audit; each case failed before its fix. A reply in the thread of a flag that
+was answered or closed is judged on its own; replies stored with the complaint count
+once it is flagged; a deleted message's flag neither escalates nor takes duplicates;
+what was said in a thread before the flagged message is not a pile-on on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+
+from sqlalchemy import select
+from sqlmodel import col
+
+from bot.app import Runtime, build_runtime
+from bot.settings import Settings
+from handlers.clock import ManualClock
+from handlers.events import MessageKind
+from storage.models import Flag
+from tests.core_helpers import KeywordJudge, RecordingExecutor, message
+from tests.test_flags import EchoDrafter
+
+
+@dataclass(frozen=True)
+class V:
+    score: float
+    is_negative: bool
+    reason: str
+    severity: str
+    rationale: str
+
+
+class LowJudge(KeywordJudge):
+    """'meh' complaints are negative at low severity; others as KeywordJudge."""
+
+    def judge(self, text: str, community_id: str | None = None) -> V:  # type: ignore[override]
+        if "meh" in text.lower():
+            return V(0.7, True, "other", "low", "meh")
+        return super().judge(text, community_id)  # type: ignore[return-value]
+
+
+@asynccontextmanager
+async def runtime(
+    url: str, clock: ManualClock, judge: KeywordJudge | None = None
+) -> AsyncIterator[tuple[Runtime, RecordingExecutor]]:
+    settings = Settings(DATABASE_URL=url, SLACK_MANAGERS="M1,M2", _env_file=None)  # type: ignore[call-arg]
+    async with build_runtime(
+        settings,
+        clock=clock,
+        judge=judge or KeywordJudge(),
+        drafter=EchoDrafter(),
+        start_workers=False,
+    ) as rt:
+        slack, discord = RecordingExecutor("slack"), RecordingExecutor("discord")
+        rt.outbox.register(slack)
+        rt.outbox.register(discord)
+        yield rt, slack
+
+
+async def flags(rt: Runtime) -> list[Flag]:
+    return await rt.db.run(lambda s: list(s.scalars(select(Flag).order_by(col(Flag.id)))))
+
+
+async def test_a_flag_whose_message_was_deleted_is_not_escalated(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        await rt.core.on_message(message("the app is broken since the update", "m1", author="u1"))
+        await rt.settle()
+        await rt.core.on_message(replace(message("", "m1"), kind=MessageKind.DELETE))
+        await rt.settle()
+        for i, who in enumerate(("u2", "u3", "u4")):
+            at = clock.advance(minutes=1)
+            await rt.core.on_message(message("same here", f"r{i}", author=who, thread="m1", at=at))
+        await rt.settle()
+        f = (await flags(rt))[0]
+        assert f.quoted_text == ""
+        assert (f.severity, f.escalation) == ("medium", ""), (f.severity, f.escalation)
+
+
+async def test_pile_on_under_a_lower_severity_duplicate_escalates_the_incident(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock, LowJudge()) as (rt, _):
+        await rt.core.on_message(
+            message("checkout is broken, cannot pay", "m0", author="u0", channel="c0")
+        )
+        at = clock.advance(minutes=1)
+        await rt.core.on_message(
+            message("meh checkout is broken, cannot pay", "m1", author="u1", channel="c1", at=at)
+        )
+        await rt.settle()
+        assert [(f.message_id, f.incident_size, f.severity) for f in await flags(rt)] == [
+            ("m0", 2, "medium")
+        ]
+        for i, who in enumerate(("u2", "u3", "u4")):
+            at = clock.advance(minutes=1)
+            await rt.core.on_message(
+                message("same here", f"r{i}", author=who, channel="c1", thread="m1", at=at)
+            )
+        await rt.settle()
+        f = (await flags(rt))[0]
+        # the same pile-on under m0 raises the incident to high
+        assert f.severity == "high", (f.severity, f.escalation)
+
+
+async def test_a_new_complaint_in_the_thread_of_a_resolved_flag_gets_a_card(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack):
+        await rt.core.on_message(message("the app is broken", "m1", author="u1"))
+        await rt.settle()
+        f = (await flags(rt))[0]
+        assert (await rt.core.resolve(f.id or 0, "M1")).ok
+        at = clock.advance(minutes=10)
+        await rt.core.on_message(
+            message("I want a refund, this is terrible", "r1", author="u2", thread="m1", at=at)
+        )
+        await rt.settle()
+        fl = await flags(rt)
+        assert [x.message_id for x in fl] == ["m1", "r1"], [(x.message_id, x.state) for x in fl]
+
+
+async def test_a_complaint_does_not_merge_into_a_flag_whose_message_was_deleted(
+    db_url: str,
+) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack):
+        await rt.core.on_message(message("checkout is broken, cannot pay", "m0", author="u0"))
+        await rt.settle()
+        await rt.core.on_message(replace(message("", "m0"), kind=MessageKind.DELETE))
+        await rt.settle()
+        at = clock.advance(minutes=5)
+        await rt.core.on_message(
+            message("checkout is broken, cannot pay", "m1", author="u1", at=at)
+        )
+        await rt.settle()
+        fl = await flags(rt)
+        got = [(f.message_id, f.incident_size, f.quoted_text) for f in fl]
+        assert [f.message_id for f in fl] == ["m0", "m1"], got
+
+
+async def test_replies_arriving_with_the_complaint_escalate_it(db_url: str) -> None:
+    """Discord's hot path: accept() takes a burst; the pile-on in the same burst as the
+    complaint must still count once the flag exists."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        start = clock.now()
+        rt.core.accept(message("the app is broken since the update", "m1", author="u1", at=start))
+        for i, who in enumerate(("u2", "u3", "u4")):
+            rt.core.accept(message("same here", f"r{i}", author=who, thread="m1", at=start))
+        await rt.settle()
+        fl = await flags(rt)
+        assert len(fl) == 1
+        assert fl[0].severity == "high", (fl[0].severity, fl[0].escalation)
+
+
+async def test_a_members_answer_to_the_managers_reply_still_gets_a_card(db_url: str) -> None:
+    """After the manager replied (flag 'replied'), the member says it is still broken."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _slack):
+        await rt.core.on_message(message("the app is broken", "m1", author="u1"))
+        await rt.settle()
+        f = (await flags(rt))[0]
+        assert (await rt.core.send(f.id or 0, "M1", text="Sorry, fixed now?")).ok
+        await rt.settle()
+        assert (await flags(rt))[0].state == "replied"
+        at = clock.advance(minutes=10)
+        await rt.core.on_message(
+            message("still broken, I want a refund", "r1", author="u1", thread="m1", at=at)
+        )
+        await rt.settle()
+        fl = await flags(rt)
+        assert [x.message_id for x in fl] == ["m1", "r1"], [
+            (x.message_id, x.state, x.escalation) for x in fl
+        ]
+
+
+async def test_earlier_thread_chatter_does_not_escalate_a_later_complaint(db_url: str) -> None:
+    """Slack thread under a neutral question: three '+1' replies to the question, then a
+    member's complaint in the same thread is flagged. A later neutral reply must not
+    count the earlier '+1's (they agreed with the question) as a pile-on on the flag."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        t0 = clock.now()
+        kw = dict(platform="slack", community="T1", channel="C1")
+        await rt.core.on_message(
+            message("is the dark mode rolling out to everyone?", "100.1", author="u0", at=t0, **kw)
+        )
+        for i, who in enumerate(("u2", "u3", "u4")):
+            at = clock.advance(minutes=1)
+            await rt.core.on_message(
+                message("+1", f"100.{i + 2}", author=who, thread="100.1", at=at, **kw)
+            )
+        await rt.settle()
+        at = clock.advance(minutes=1)
+        await rt.core.on_message(
+            message(
+                "unrelated: my invoice export is broken",
+                "100.9",
+                author="u1",
+                thread="100.1",
+                at=at,
+                **kw,
+            )
+        )
+        await rt.settle()
+        fl = await flags(rt)
+        assert [(f.message_id, f.severity) for f in fl] == [("100.9", "medium")]
+        at = clock.advance(minutes=1)
+        await rt.core.on_message(
+            message("thanks for the info", "101.0", author="u5", thread="100.1", at=at, **kw)
+        )
+        await rt.settle()
+        fl = await flags(rt)
+        assert fl[0].severity == "medium", (fl[0].severity, fl[0].escalation)
+
+
+async def test_replies_under_a_hand_raised_flag_count_towards_it(db_url: str) -> None:
+    """A flag raised with "Flag for follow-up" is watched like a detector's: a complaint
+    in its thread escalates it rather than getting a card of its own."""
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        await rt.core.on_message(message("hmm, not sure about the new pricing", "m1", author="u1"))
+        await rt.settle()
+        assert await flags(rt) == []
+        assert (await rt.core.manual_flag("discord", "g1", "c1", "m1", "M1")).ok
+        at = clock.advance(minutes=1)
+        reply = message("agreed, the app is broken", "r1", author="u2", thread="m1", at=at)
+        await rt.core.on_message(reply)
+        await rt.settle()
+        assert [f.message_id for f in await flags(rt)] == ["m1"]
