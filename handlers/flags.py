@@ -387,11 +387,19 @@ class FlagService:
             severity=flag.severity,
         )
 
-    async def open_flags(self) -> list[Flag]:
-        """Open flags, for rebuilding in-memory indexes after a restart."""
-        return await self._db.run(
-            lambda s: list(s.scalars(select(Flag).where(col(Flag.state).in_(OPEN_STATES))))
-        )
+    async def open_flags(self) -> list[tuple[Flag, str]]:
+        """Open flags, for rebuilding in-memory indexes after a restart, each with the
+        severity it was raised at (its message's), which escalation starts from."""
+
+        def load(s: Session) -> list[tuple[Flag, str]]:
+            rows = s.execute(
+                select(Flag, col(Message.severity))
+                .join(Message, col(Message.id) == col(Flag.message_pk))
+                .where(col(Flag.state).in_(OPEN_STATES))
+            ).all()
+            return [(flag, severity or flag.severity) for flag, severity in rows]
+
+        return await self._db.run(load)
 
     async def resume_drafts(self) -> int:
         """After a restart, draft the flags that were still waiting for one."""

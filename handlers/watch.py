@@ -61,9 +61,12 @@ class FlagWatch:
         self._boot = time.time_ns()
         self._seq = 0
 
-    def restore(self, open_flags: list[Flag]) -> None:
-        """After a restart: watch the open flags again and remember their incidents."""
-        for flag in open_flags:
+    def restore(self, open_flags: list[tuple[Flag, str]]) -> None:
+        """After a restart: watch the open flags again and remember their incidents.
+
+        Each comes with the severity it was raised at: escalation re-scores from that,
+        as before the restart, so the same pile-on is not counted twice."""
+        for flag, raised_at in open_flags:
             assert flag.id is not None
             self._watch(
                 WatchedFlag(
@@ -73,7 +76,7 @@ class FlagWatch:
                     flag.message_id,
                     flag.thread_id,
                     flag.author_id,
-                    flag.severity,
+                    raised_at,
                 )
             )
             if flag.incident_key and flag.quoted_text:

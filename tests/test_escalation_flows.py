@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlmodel import col
@@ -230,3 +231,41 @@ async def test_replies_under_a_hand_raised_flag_count_towards_it(db_url: str) ->
         await rt.core.on_message(reply)
         await rt.settle()
         assert [f.message_id for f in await flags(rt)] == ["m1"]
+
+
+async def test_restart_does_not_inflate_severity_from_the_same_evidence(tmp_path: Path) -> None:
+    """Low flag + 4 agreeing members (< crowd of 6): one step, medium. A restart in
+    between must not count the same evidence again on top of the escalated severity."""
+
+    async def scenario(restart: bool) -> str:
+        clock = ManualClock()
+        judge = LowJudge()
+        u = f"sqlite:///{tmp_path}/{'r' if restart else 'n'}.db"
+        async with runtime(u, clock, judge) as (rt, _):
+            start = clock.now()
+            await rt.core.on_message(message("meh the app is slow", "m1", author="u1", at=start))
+            await rt.settle()
+            for i, who in enumerate(("u2", "u3", "u4")):
+                at = clock.advance(minutes=2)
+                await rt.core.on_message(
+                    message("same here", f"r{i}", author=who, thread="m1", at=at)
+                )
+            await rt.settle()
+            assert (await flags(rt))[0].severity == "medium"
+            if not restart:
+                at = clock.advance(minutes=2)
+                await rt.core.on_message(
+                    message("same here", "r9", author="u5", thread="m1", at=at)
+                )
+                await rt.settle()
+                return (await flags(rt))[0].severity
+        async with runtime(u, clock, judge) as (rt, _):
+            at = clock.advance(minutes=2)
+            await rt.core.on_message(message("same here", "r9", author="u5", thread="m1", at=at))
+            await rt.settle()
+            return (await flags(rt))[0].severity
+
+    no_restart = await scenario(False)
+    with_restart = await scenario(True)
+    assert no_restart == "medium"
+    assert with_restart == no_restart, f"after restart: {with_restart}"
