@@ -65,6 +65,19 @@ _MERGE_UPDATE = (
 logger = logging.getLogger(__name__)
 
 OPEN_STATES = ("open", "claimed")
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFlag:
+    """An open flag as a restart finds it (see :meth:`FlagService.open_flags`)."""
+
+    flag: Flag
+    raised_at: str
+    """The severity it was raised at."""
+    merged_texts: list[str]
+    """Texts of the complaints merged into its incident (not deleted)."""
+
+
 SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
@@ -387,17 +400,24 @@ class FlagService:
             severity=flag.severity,
         )
 
-    async def open_flags(self) -> list[tuple[Flag, str]]:
-        """Open flags, for rebuilding in-memory indexes after a restart, each with the
-        severity it was raised at (its message's), which escalation starts from."""
+    async def open_flags(self) -> list[OpenFlag]:
+        """Open flags, for rebuilding in-memory indexes after a restart: each with the
+        severity it was raised at (its message's), which escalation starts from, and the
+        texts of the complaints merged into its incident, which new ones are matched on."""
 
-        def load(s: Session) -> list[tuple[Flag, str]]:
+        def load(s: Session) -> list[OpenFlag]:
             rows = s.execute(
                 select(Flag, col(Message.severity))
                 .join(Message, col(Message.id) == col(Flag.message_pk))
                 .where(col(Flag.state).in_(OPEN_STATES))
             ).all()
-            return [(flag, severity or flag.severity) for flag, severity in rows]
+            out = []
+            for flag, severity in rows:
+                merged: list[str] = []
+                if flag.incident_key and flag.incident_size > 1:
+                    merged = queries.merged_texts(s, flag)
+                out.append(OpenFlag(flag, severity or flag.severity, merged))
+            return out
 
         return await self._db.run(load)
 

@@ -16,12 +16,11 @@ from sqlmodel import Session
 from handlers.clock import Clock
 from handlers.detect.escalation import EscalationPolicy, IncidentIndex, ThreadEvent, escalate
 from handlers.events import MessageEvent
-from handlers.flags import FlagService
+from handlers.flags import FlagService, OpenFlag
 from handlers.judging import VerdictLike, community_key
 from handlers.ports import FlagOutcome
 from storage import queries
 from storage.db import Database
-from storage.models import Flag
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,12 +60,14 @@ class FlagWatch:
         self._boot = time.time_ns()
         self._seq = 0
 
-    def restore(self, open_flags: list[tuple[Flag, str]]) -> None:
+    def restore(self, open_flags: list[OpenFlag]) -> None:
         """After a restart: watch the open flags again and remember their incidents.
 
         Each comes with the severity it was raised at: escalation re-scores from that,
-        as before the restart, so the same pile-on is not counted twice."""
-        for flag, raised_at in open_flags:
+        as before the restart, so the same pile-on is not counted twice. Its incident is
+        matched on the texts of the complaints merged into it too, as before."""
+        for open_flag in open_flags:
+            flag, raised_at = open_flag.flag, open_flag.raised_at
             assert flag.id is not None
             self._watch(
                 WatchedFlag(
@@ -81,7 +82,8 @@ class FlagWatch:
             )
             if flag.incident_key and flag.quoted_text:
                 ck = community_key(flag.platform, flag.community_id)
-                self._incidents.add(ck, flag.quoted_text, flag.created_at, key=flag.incident_key)
+                for text in (flag.quoted_text, *open_flag.merged_texts):
+                    self._incidents.add(ck, text, flag.created_at, key=flag.incident_key)
                 self._heads.setdefault(flag.incident_key, flag.id)
 
     def watch(self, wf: WatchedFlag) -> None:

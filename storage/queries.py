@@ -1254,6 +1254,32 @@ class ThreadActivity:
     is_complaint: bool
 
 
+def merged_texts(session: Session, head: Flag) -> list[str]:
+    """Texts of the complaints merged into ``head``'s incident (its "joined:" audit
+    entries), not deleted, oldest first."""
+    ids: list[str] = []
+    for detail in session.scalars(
+        select(col(AuditLog.detail)).where(
+            col(AuditLog.flag_id) == head.id, col(AuditLog.action) == "merged"
+        )
+    ):
+        if detail and detail.startswith("joined: "):
+            ids.extend(detail.removeprefix("joined: ").split(", "))
+    if not ids:
+        return []
+    rows = session.execute(
+        select(col(Message.text))
+        .where(
+            col(Message.platform) == head.platform,
+            col(Message.community_id) == head.community_id,
+            col(Message.message_id).in_(ids),
+            col(Message.deleted_at).is_(None),
+        )
+        .order_by(col(Message.created_at))
+    ).all()
+    return [str(r[0]) for r in rows if r[0]]
+
+
 def flagged_message_time(session: Session, flag_id: int) -> datetime | None:
     """When the message a flag was raised on was posted (a primary-key look-up)."""
     return session.execute(

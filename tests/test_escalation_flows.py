@@ -269,3 +269,37 @@ async def test_restart_does_not_inflate_severity_from_the_same_evidence(tmp_path
     with_restart = await scenario(True)
     assert no_restart == "medium"
     assert with_restart == no_restart, f"after restart: {with_restart}"
+
+
+A = "checkout page is broken, cannot pay"
+B = "checkout page is broken, cannot pay with card"
+C = "checkout broken, cannot pay with card"
+
+
+async def _incident(url: str, restart: bool) -> list[tuple[str, int]]:
+    clock = ManualClock()
+    async with runtime(url, clock) as (rt, _):
+        await rt.core.on_message(message(A, "m0", author="u0", channel="c0"))
+        at = clock.advance(minutes=1)
+        await rt.core.on_message(message(B, "m1", author="u1", channel="c1", at=at))
+        await rt.settle()
+        assert [(f.message_id, f.incident_size) for f in await flags(rt)] == [("m0", 2)]
+        if not restart:
+            at = clock.advance(minutes=1)
+            await rt.core.on_message(message(C, "m2", author="u2", channel="c2", at=at))
+            await rt.settle()
+            return [(f.message_id, f.incident_size) for f in await flags(rt)]
+    async with runtime(url, clock) as (rt, _):
+        at = clock.advance(minutes=1)
+        await rt.core.on_message(message(C, "m2", author="u2", channel="c2", at=at))
+        await rt.settle()
+        return [(f.message_id, f.incident_size) for f in await flags(rt)]
+
+
+async def test_incident_membership_survives_a_restart(tmp_path: Path) -> None:
+    """A complaint like a merged duplicate (not like the head) still joins after a
+    restart, as it did before: the incident remembers its members' texts."""
+    live = await _incident(f"sqlite:///{tmp_path}/n.db", False)
+    assert live == [("m0", 3)]
+    after = await _incident(f"sqlite:///{tmp_path}/r.db", True)
+    assert after == live, f"after restart: {after}"
