@@ -1332,5 +1332,5 @@ def thread_activity(
             col(Reaction.at) >= since,
         )
     ).all()
-    out.extend(ThreadActivity(r.at, r.member_id, "", True, False) for r in reactions)
+    out.extend(ThreadActivity(r.at, r.member_id, r.emoji, True, False) for r in reactions)
     return out

@@ -19,7 +19,7 @@ from sqlmodel import col
 from bot.app import Runtime, build_runtime
 from bot.settings import Settings
 from handlers.clock import ManualClock
-from handlers.events import MessageKind
+from handlers.events import MessageKind, ReactionEvent
 from storage.models import Flag
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
 from tests.test_flags import EchoDrafter
@@ -303,3 +303,32 @@ async def test_incident_membership_survives_a_restart(tmp_path: Path) -> None:
     assert live == [("m0", 3)]
     after = await _incident(f"sqlite:///{tmp_path}/r.db", True)
     assert after == live, f"after restart: {after}"
+
+
+async def test_eyes_and_check_mark_reactions_are_not_a_pile_on(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        await rt.core.on_message(message("my order arrived broken", "m1", at=clock.now()))
+        await rt.settle()
+        for i, emoji in enumerate(("👀", "✅", "👀")):
+            clock.advance(minutes=1)
+            await rt.core.on_reaction(
+                ReactionEvent("discord", "g1", "c1", "m1", f"mod{i}", emoji, True, clock.now())
+            )
+        await rt.settle()
+        f = (await flags(rt))[0]
+        assert f.severity == "medium", (f.severity, f.escalation)
+
+
+async def test_thumbs_up_reactions_still_pile_on(db_url: str) -> None:
+    clock = ManualClock()
+    async with runtime(db_url, clock) as (rt, _):
+        await rt.core.on_message(message("my order arrived broken", "m1", at=clock.now()))
+        await rt.settle()
+        for i in range(3):
+            clock.advance(minutes=1)
+            await rt.core.on_reaction(
+                ReactionEvent("discord", "g1", "c1", "m1", f"u{i + 2}", "👍", True, clock.now())
+            )
+        await rt.settle()
+        assert (await flags(rt))[0].severity == "high"

@@ -111,6 +111,14 @@ class ThreadEvent:
     """The detector's verdict on this reply (reactions leave it False)."""
 
 
+ACKNOWLEDGING_REACTIONS: frozenset[str] = frozenset(
+    {"👀", "✅", "☑️", "✔️", "🆗", "👌", "eyes", "white_check_mark", "heavy_check_mark"}
+    | {"ballot_box_with_check", "ok", "ok_hand"}
+)
+"""Reactions that acknowledge a message (seen, handled) rather than agree with it: as a
+``ThreadEvent`` a reaction's ``text`` is its emoji (Discord) or emoji name (Slack)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EscalationPolicy:
     """When a thread counts as escalating; defaults suit a community of hundreds."""
@@ -181,7 +189,8 @@ def escalate(
         if not e.is_reaction:
             replies += 1
         if e.is_reaction:
-            agrees = True
+            # "Seen" and "done" marks (often a moderator's) are not members piling on.
+            agrees = e.text not in ACKNOWLEDGING_REACTIONS
         else:
             # A reply the detector calls negative piles on, unless it says the member
             # is not affected ("not the same issue for me" reads as negative too).
