@@ -16,13 +16,12 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlmodel import col
 
-from bot.app import Runtime, build_runtime
-from bot.settings import Settings
+from bot.app import Runtime
 from handlers.clock import ManualClock
 from handlers.events import MessageKind, ReactionEvent
 from storage.models import Flag
 from tests.core_helpers import KeywordJudge, RecordingExecutor, message
-from tests.test_flags import EchoDrafter
+from tests.test_flags import runtime as flags_runtime
 
 
 @dataclass(frozen=True)
@@ -47,17 +46,8 @@ class LowJudge(KeywordJudge):
 async def runtime(
     url: str, clock: ManualClock, judge: KeywordJudge | None = None
 ) -> AsyncIterator[tuple[Runtime, RecordingExecutor]]:
-    settings = Settings(DATABASE_URL=url, SLACK_MANAGERS="M1,M2", _env_file=None)  # type: ignore[call-arg]
-    async with build_runtime(
-        settings,
-        clock=clock,
-        judge=judge or KeywordJudge(),
-        drafter=EchoDrafter(),
-        start_workers=False,
-    ) as rt:
-        slack, discord = RecordingExecutor("slack"), RecordingExecutor("discord")
-        rt.outbox.register(slack)
-        rt.outbox.register(discord)
+    """The flag tests' runtime; these tests only look at Slack."""
+    async with flags_runtime(url, clock, judge) as (rt, slack, _discord):
         yield rt, slack
 
 
