@@ -45,6 +45,7 @@ from handlers.events import (
     Target,
 )
 from handlers.ports import ChannelInfo, CommunityCore
+from handlers.reconcile import deleted_while_away
 
 logger = logging.getLogger(__name__)
 
@@ -631,25 +632,25 @@ class DiscordAdapter(discord.Client):
         stored = await self.core.recent_message_ids(PLATFORM, gid, cid, since)
         if not stored:
             return 0
-        present: set[int] = set()
+        read: set[str] = set()
         try:
             # Read from a minute earlier than the stored messages asked about, so one
             # created on the very boundary is never missing from what was read.
             read_from = since - timedelta(minutes=1)
             async for message in channel.history(limit=DELETE_CHECK_LIMIT, after=read_from):
-                present.add(message.id)
+                read.add(str(message.id))
         except discord.HTTPException:
             logger.exception("checking channel %s for deleted messages failed", cid)
             return 0
-        if not present:
-            return 0  # an empty history proves nothing (permissions, an API hiccup)
-        # When the limit cut the history short, only the span it covered can be judged.
-        top = max(present) if len(present) >= DELETE_CHECK_LIMIT else None
-        gone = sorted(
-            int(m) for m in stored if int(m) not in present and (top is None or int(m) < top)
+        gone = deleted_while_away(
+            stored,
+            read,
+            complete=len(read) < DELETE_CHECK_LIMIT,
+            read_from="oldest",  # discord.py reads ``after`` a point, oldest first
+            order=int,
         )
         if gone:
-            await self._deleted(int(gid), int(cid), gone)
+            await self._deleted(int(gid), int(cid), [int(m) for m in gone])
         return len(gone)
 
     async def _backfill_start(self, gid: str, cid: str, before: datetime | None) -> int | None:

@@ -74,6 +74,7 @@ from handlers.events import (
     UpdateFlagCard,
 )
 from handlers.ports import ChannelInfo, CommunityCore, FlagOutcome, FlagWorkflow
+from handlers.reconcile import deleted_while_away
 
 if TYPE_CHECKING:
     from bot.settings import Settings
@@ -511,11 +512,18 @@ class SlackAdapter:
             if not cursor:
                 complete = True
                 break
-        if not history:
-            return 0  # an empty history proves nothing (access, an API hiccup)
-        present = {str(m.get("ts")) for m in history if m.get("subtype") != "tombstone"}
-        floor = 0.0 if complete else min((float(m.get("ts") or 0) for m in history), default=0.0)
-        gone = sorted((ts for ts in stored if ts not in present and float(ts) >= floor), key=float)
+        # A tombstone stands where a parent was deleted under its replies: it is gone too,
+        # but still marks how far the read reached.
+        read = {str(m.get("ts")) for m in history}
+        tombstones = {str(m.get("ts")) for m in history if m.get("subtype") == "tombstone"}
+        gone = deleted_while_away(
+            stored,
+            read,
+            complete=complete,
+            read_from="newest",  # conversations.history pages back in time
+            order=float,
+        )
+        gone = sorted({*gone, *(tombstones & stored)}, key=float)
         for ts in gone:
             async with self._ordered(channel):
                 await self._ingest_message(

@@ -263,3 +263,27 @@ async def test_a_manual_flag_on_an_opted_out_member_s_message_is_refused(db_url:
         outcome = await rt.core.manual_flag("discord", "g1", "c1", "m1", "mod1")
         assert not outcome.ok and "opted-out" in outcome.message
         assert await only(rt, Flag) == []
+
+
+def test_which_stored_messages_a_partial_read_can_judge_deleted() -> None:
+    """The rule both adapters use after a gap (handlers.reconcile)."""
+    from handlers.reconcile import deleted_while_away
+
+    stored = {"1", "2", "3", "5", "9"}
+    # Complete read: whatever is stored and was not read is gone.
+    assert deleted_while_away(
+        stored, {"1", "3", "9"}, complete=True, read_from="oldest", order=int
+    ) == ["2", "5"]
+    # Read oldest first, cut at 3: only ids below the newest read are judged.
+    assert deleted_while_away(
+        stored, {"1", "3"}, complete=False, read_from="oldest", order=int
+    ) == ["2"]
+    # Read newest first, cut at 5: only ids from the oldest read on are judged.
+    assert (
+        deleted_while_away(stored, {"5", "9"}, complete=False, read_from="newest", order=int) == []
+    )
+    assert deleted_while_away(
+        stored, {"3", "9"}, complete=False, read_from="newest", order=int
+    ) == ["5"]
+    # An empty read proves nothing.
+    assert deleted_while_away(stored, set(), complete=True, read_from="oldest", order=int) == []
